@@ -1,0 +1,409 @@
+"""The spool directory: message ids, states and their file names, in one place.
+
+Only this module knows how a message state maps to a file name (SPEC.md 1.1):
+
+    <id>.content            the message (written first, fsynced before commit)
+    <id>.envelope.new       NEW: envelope being written / server filter running
+    <id>.envelope           READY: committed, ready to forward, visible to POP
+    <id>.envelope.busy      BUSY: claimed by a forwarding client
+    <id>.envelope.bad       BAD: forwarding failed, Reason lines appended
+
+with ids ``emailrelay.<pid>.<secs>.<seq>`` (seq pre-incremented per Spool).
+
+Every state change is one rename(2).  A commit is: content fsynced,
+``.envelope.new`` written and fsynced, renamed to ``.envelope``, the
+directory fsynced; only then may the caller reply 250 (SPEC.md section 0).
+Concurrent asyncio commits share directory fsyncs (durable.DirectorySyncer).
+
+Recovery (`Spool.recover`) removes what dead writers left behind: a
+``.envelope.new`` or an envelope-less ``.content`` whose id's pid is not a
+live process (or is a later process that re-used the pid).  `.busy`
+recovery belongs to the forwarder's issue and is not here yet.
+
+Errors are OSError (with the file name) or SpoolError; the partial files of a
+failed commit are removed before the error propagates, so a failure never
+leaves a half-written message in the READY state.  This module does no
+logging and no networking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import errno
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emailrelay import durable
+from emailrelay.envelope import Envelope, serialise
+
+#: E-MailRelay's compiled-in spool directory (OPTIONS.md section 6).
+SYSTEM_SPOOL_DIR = Path("/var/spool/emailrelay")
+
+#: Content bytes are gathered up to this size before each write(2).
+WRITE_BUFFER = 256 * 1024
+
+
+class SpoolError(Exception):
+    """A spool directory problem with a one-line, user-facing message."""
+
+
+class State(enum.Enum):
+    """Message states and the envelope-file suffix that encodes each one."""
+
+    NEW = ".envelope.new"
+    READY = ".envelope"
+    BUSY = ".envelope.busy"
+    BAD = ".envelope.bad"
+
+
+CONTENT_SUFFIX = ".content"
+ID_PREFIX = "emailrelay."
+
+
+def envelope_name(msg_id: str, state: State) -> str:
+    return msg_id + state.value
+
+
+def content_name(msg_id: str) -> str:
+    return msg_id + CONTENT_SUFFIX
+
+
+def parse_name(name: str) -> tuple[str, State | None] | None:
+    """Map a directory entry to (id, state), state None for a content file.
+
+    Returns None for names that are not spool files (sub-directories,
+    ``.tmp`` rewrites and the like).
+    """
+    if name.endswith(CONTENT_SUFFIX):
+        return name[: -len(CONTENT_SUFFIX)], None
+    for state in (State.NEW, State.BUSY, State.BAD):
+        if name.endswith(state.value):
+            return name[: -len(state.value)], state
+    if name.endswith(State.READY.value):
+        return name[: -len(State.READY.value)], State.READY
+    return None
+
+
+def id_pid_and_time(msg_id: str) -> tuple[int, int] | None:
+    """The writer's pid and allocation time from an id, or None if not ours."""
+    parts = msg_id.split(".")
+    if len(parts) != 4 or parts[0] != "emailrelay":
+        return None
+    try:
+        return int(parts[1]), int(parts[2])
+    except ValueError:
+        return None
+
+
+# -- the spool directory itself ---------------------------------------------
+
+
+def default_spool_dir() -> Path:
+    """The spool directory used when no --spool-dir is given (SPEC.md section 0).
+
+    `/var/spool/emailrelay` if it exists and is writable; created
+    ``root:daemon`` mode 2775 when running as root; otherwise the
+    platformdirs user state directory's ``spool``.
+    """
+    system = SYSTEM_SPOOL_DIR
+    if system.is_dir() and os.access(system, os.W_OK | os.X_OK):
+        return system
+    if os.geteuid() == 0:
+        try:
+            system.mkdir(parents=True, exist_ok=True)
+            gid = _daemon_gid()
+            os.chown(system, 0, gid if gid is not None else 0)
+            os.chmod(system, 0o2775)
+            return system
+        except OSError:
+            pass
+    from platformdirs import user_state_dir
+
+    path = Path(user_state_dir("emailrelay")) / "spool"
+    path.mkdir(parents=True, exist_ok=True, mode=0o770)
+    return path
+
+
+def _daemon_gid() -> int | None:
+    import grp
+
+    try:
+        return grp.getgrnam("daemon").gr_gid
+    except KeyError:
+        return None
+
+
+def check_spool_dir(directory: str | os.PathLike[str]) -> None:
+    """Check that the spool directory exists, is searchable and is writable.
+
+    Raises SpoolError with a one-line message naming the directory.  The
+    write check really creates and removes a file, because access(2) says
+    yes to root on a read-only mount.
+    """
+    path = Path(directory)
+    try:
+        if not path.is_dir():
+            os.listdir(path)  # raises the right strerror for a missing path
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        os.listdir(path)
+    except OSError as e:
+        raise SpoolError(f"invalid spool directory: {path}: {_strerror(e)}") from None
+    probe = path / f".emailrelay-write-test.{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise SpoolError(f"spool directory is not writable: {path}: {_strerror(e)}") from None
+
+
+def _strerror(e: OSError) -> str:
+    return (e.strerror or str(e)).lower()
+
+
+# -- writing messages --------------------------------------------------------
+
+
+@dataclass
+class NewMessage:
+    """A message being written: its content file is open, no envelope yet."""
+
+    id: str
+    content_path: Path
+    envelope_path: Path  # the committed (READY) envelope path
+    new_envelope_path: Path
+    _fd: int
+    size: int = 0
+    _buffer: bytearray = field(default_factory=bytearray)
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Append content bytes (buffered; errors surface here or at commit)."""
+        self.size += len(data)
+        self._buffer += data
+        if len(self._buffer) >= WRITE_BUFFER:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer:
+            durable.write_all(self._fd, self._buffer)
+            self._buffer.clear()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+
+class Spool:
+    """One spool directory, with its own message-id sequence counter."""
+
+    def __init__(self, directory: str | os.PathLike[str], *, fsync: bool = True) -> None:
+        self.directory = Path(directory)
+        self._fsync = fsync
+        self._seq = 0
+        self._syncer: durable.DirectorySyncer | None = None
+
+    # ids and paths
+
+    def new_id(self) -> str:
+        self._seq = (self._seq + 1) & 0xFFFFFFFFFFFFFFFF or 1
+        return f"{ID_PREFIX}{os.getpid()}.{int(time.time())}.{self._seq}"
+
+    def envelope_path(self, msg_id: str, state: State = State.READY) -> Path:
+        return self.directory / envelope_name(msg_id, state)
+
+    def content_path(self, msg_id: str) -> Path:
+        return self.directory / content_name(msg_id)
+
+    def ids(self, state: State = State.READY) -> list[str]:
+        """Ids of messages in a state, in byte-wise name order (SPEC.md 1.2)."""
+        suffix = state.value
+        found = []
+        with os.scandir(self.directory) as it:
+            for entry in it:
+                parsed = parse_name(entry.name)
+                if parsed is not None and parsed[1] is state:
+                    found.append(parsed[0])
+        found.sort(key=lambda i: (i + suffix).encode("utf-8", "surrogateescape"))
+        return found
+
+    # writing
+
+    def create(self) -> NewMessage:
+        """Allocate an id and create its empty content file."""
+        while True:
+            msg_id = self.new_id()
+            content = self.content_path(msg_id)
+            try:
+                fd = durable.create_exclusive(content)
+            except FileExistsError:
+                continue
+            return NewMessage(
+                id=msg_id,
+                content_path=content,
+                envelope_path=self.envelope_path(msg_id, State.READY),
+                new_envelope_path=self.envelope_path(msg_id, State.NEW),
+                _fd=fd,
+            )
+
+    def _prepare(self, msg: NewMessage, envelope: Envelope) -> None:
+        """Flush and fsync the content, then write and fsync the .envelope.new."""
+        msg.flush()
+        if self._fsync:
+            os.fsync(msg._fd)
+        msg.close()
+        durable.write_file_durably(msg.new_envelope_path, serialise(envelope), sync=self._fsync)
+
+    def commit_sync(self, msg: NewMessage, envelope: Envelope) -> None:
+        """Make the message durable and READY (blocking; for command-line tools).
+
+        On failure the partial files are removed and the OSError re-raised.
+        """
+        try:
+            self._prepare(msg, envelope)
+            os.rename(msg.new_envelope_path, msg.envelope_path)
+        except BaseException:
+            self.discard(msg)
+            raise
+        if self._fsync:
+            durable.fsync_directory(self.directory)
+
+    async def commit(self, msg: NewMessage, envelope: Envelope) -> None:
+        """Make the message durable and READY without blocking the event loop.
+
+        The content and envelope fsyncs run in a worker thread; directory
+        fsyncs are shared between concurrent commits.  Returns only when the
+        READY name is durable.  On failure nothing is left READY.
+        """
+        try:
+            await asyncio.to_thread(self._prepare, msg, envelope)
+            os.rename(msg.new_envelope_path, msg.envelope_path)
+        except BaseException:
+            self.discard(msg)
+            raise
+        if self._syncer is None:
+            self._syncer = durable.DirectorySyncer(self.directory, enabled=self._fsync)
+        try:
+            await self._syncer.sync()
+        except BaseException:
+            # The rename may or may not be durable: withdraw the message, as
+            # the client is about to be told it was not accepted.
+            self.discard(msg)
+            raise
+
+    def discard(self, msg: NewMessage) -> None:
+        """Remove every file of an uncommitted (or withdrawn) message."""
+        msg.close()
+        msg._buffer.clear()
+        for path in (msg.new_envelope_path, msg.envelope_path, msg.content_path):
+            _unlink_quietly(path)
+
+    # state changes of stored messages
+
+    def rename(self, msg_id: str, old: State, new: State) -> None:
+        """Move a message from one state to another with one rename(2)."""
+        os.rename(self.envelope_path(msg_id, old), self.envelope_path(msg_id, new))
+
+    def remove(self, msg_id: str, state: State) -> None:
+        """Delete a message: envelope first, so it is never READY without content."""
+        _unlink_quietly(self.envelope_path(msg_id, state))
+        _unlink_quietly(self.content_path(msg_id))
+
+    def copy_to_subdirectories(self, msg_id: str) -> int:
+        """Copy a READY envelope into every sub-directory (``submit --copy``).
+
+        Skips dot-directories and ``postmaster`` (SPEC.md 3.9).  Each copy is
+        written durably under a temporary name and renamed into place.  If
+        every copy succeeded the original envelope is removed (the content
+        stays, shared by the copies).  Returns the number of copies.
+        """
+        source = self.envelope_path(msg_id)
+        data = source.read_bytes()
+        subdirs = sorted(
+            entry.name
+            for entry in os.scandir(self.directory)
+            if entry.is_dir() and not entry.name.startswith(".") and entry.name != "postmaster"
+        )
+        copies = 0
+        for name in subdirs:
+            target_dir = self.directory / name
+            temp = target_dir / envelope_name(msg_id, State.NEW)
+            durable.write_file_durably(temp, data, sync=self._fsync)
+            os.rename(temp, target_dir / envelope_name(msg_id, State.READY))
+            if self._fsync:
+                durable.fsync_directory(target_dir)
+            copies += 1
+        if copies:
+            source.unlink()
+            if self._fsync:
+                durable.fsync_directory(self.directory)
+        return copies
+
+    # recovery
+
+    def recover(self, *, log: Callable[[str], None] = lambda _: None) -> list[str]:
+        """Remove what dead writers left behind; returns the ids cleaned up.
+
+        A ``.envelope.new`` (with its content) or a ``.content`` with no
+        envelope in any state is removed when the pid in its id is not a live
+        process that started before the id was allocated (so a restarted
+        worker that got its predecessor's pid still cleans up after it).
+        """
+        entries: dict[str, set[State | None]] = {}
+        with os.scandir(self.directory) as it:
+            for entry in it:
+                parsed = parse_name(entry.name)
+                if parsed is not None:
+                    entries.setdefault(parsed[0], set()).add(parsed[1])
+        cleaned = []
+        for msg_id, states in sorted(entries.items()):
+            stale_new = State.NEW in states
+            orphan = states == {None}
+            if not (stale_new or orphan) or not _writer_is_dead(msg_id):
+                continue
+            if stale_new:
+                _unlink_quietly(self.envelope_path(msg_id, State.NEW))
+            if not states & {State.READY, State.BUSY, State.BAD}:
+                _unlink_quietly(self.content_path(msg_id))
+            what = "unfinished envelope" if stale_new else "content without an envelope"
+            log(f"removed {what} of a dead process: {msg_id}")
+            cleaned.append(msg_id)
+        if cleaned and self._fsync:
+            durable.fsync_directory(self.directory)
+        return cleaned
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids())
+
+
+def _writer_is_dead(msg_id: str) -> bool:
+    parsed = id_pid_and_time(msg_id)
+    if parsed is None:
+        return False  # not one of our names: leave it to the operator
+    pid, secs = parsed
+    if pid != os.getpid():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+    # The pid is alive; it is the writer only if it started before the id.
+    try:
+        import psutil
+
+        return psutil.Process(pid).create_time() > secs + 1
+    except Exception:  # psutil.NoSuchProcess and friends: gone meanwhile
+        return True
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
