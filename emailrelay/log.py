@@ -1,0 +1,131 @@
+"""One log format for every emailrelay process: stderr or a file, plus syslog.
+
+Line format (OPTIONS.md 7.5)::
+
+    <exe>: [<YYYYMMDD.HHMMSS.mmm>: ]<level>: [<context>]<text>
+
+with level ``info``, ``warning``, ``error`` or ``debug``.  Verbose lines
+(``-v``) are info lines that are written only when verbose logging is on;
+callers should test `Log.verbose_on` before building expensive trace text.
+An ESC becomes ``.``; over-long lines are cut and end with `` ...``.
+
+Destinations: the `--log-file` file (``%d`` = YYYYMMDD, ``%h`` = HH,
+reopened when the name changes) or else stderr; and syslog when enabled
+(info -> LOG_INFO, warning -> LOG_WARNING, error -> LOG_ERR; debug never).
+Nothing is written when logging is disabled, except that errors still reach
+stderr (a process that cannot start must say why).
+
+A write failure on the log destination is ignored: logging never stops mail.
+This module knows nothing of SMTP or the spool.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+MAX_LINE = 1000
+
+FACILITIES = ("mail", "user", "daemon", *(f"local{i}" for i in range(8)))
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """What the logger needs; built from config.LogConfig by the worker."""
+
+    program: str = "emailrelay"
+    enabled: bool = False
+    verbose: int = 0
+    debug: bool = False
+    file: str | None = None
+    time: bool = False
+    syslog: bool = False
+    facility: str = "mail"
+
+
+class Log:
+    """A logger for one process; cheap to call when a level is off."""
+
+    def __init__(self, settings: LogSettings = LogSettings()) -> None:
+        self.settings = settings
+        self.verbose_on = settings.enabled and settings.verbose > 0
+        self.debug_on = settings.enabled and settings.debug
+        self._file_name = ""
+        self._file = None
+        self._syslog = None
+        if settings.enabled and settings.syslog:
+            import syslog
+
+            facility = getattr(syslog, "LOG_" + settings.facility.upper(), syslog.LOG_MAIL)
+            syslog.openlog(settings.program, syslog.LOG_PID, facility)
+            self._syslog = syslog
+
+    def info(self, text: str) -> None:
+        if self.settings.enabled:
+            self._emit("info", text)
+
+    def verbose(self, text: str) -> None:
+        if self.verbose_on:
+            self._emit("info", text)
+
+    def debug(self, text: str) -> None:
+        if self.debug_on:
+            self._emit("debug", text)
+
+    def warning(self, text: str) -> None:
+        if self.settings.enabled:
+            self._emit("warning", text)
+
+    def error(self, text: str) -> None:
+        if self.settings.enabled:
+            self._emit("error", text)
+        else:
+            _write(sys.stderr, f"{self.settings.program}: error: {text}\n")
+
+    def _emit(self, level: str, text: str) -> None:
+        text = text.replace("\x1b", ".")
+        if len(text) > MAX_LINE:
+            text = text[:MAX_LINE] + " ..."
+        prefix = self.settings.program + ": "
+        if self.settings.time:
+            now = time.time()
+            stamp = time.strftime("%Y%m%d.%H%M%S", time.localtime(now))
+            prefix += f"{stamp}.{int(now * 1000) % 1000:03d}: "
+        line = f"{prefix}{level}: {text}\n"
+        if self.settings.file:
+            stream = self._log_file()
+            if stream is not None:
+                _write(stream, line)
+        else:
+            _write(sys.stderr, line)
+        if self._syslog is not None and level != "debug":
+            priority = {
+                "info": self._syslog.LOG_INFO,
+                "warning": self._syslog.LOG_WARNING,
+                "error": self._syslog.LOG_ERR,
+            }[level]
+            self._syslog.syslog(priority, line[:-1])
+
+    def _log_file(self):  # noqa: ANN202 - a text stream or None
+        assert self.settings.file
+        name = self.settings.file.replace("%d", time.strftime("%Y%m%d")).replace("%h", time.strftime("%H"))
+        if name != self._file_name:
+            if self._file is not None:
+                self._file.close()
+            try:
+                fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o660)
+                self._file = os.fdopen(fd, "a", buffering=1, encoding="utf-8", errors="backslashreplace")
+            except OSError:
+                self._file = None
+            self._file_name = name
+        return self._file
+
+
+def _write(stream, line: str) -> None:  # noqa: ANN001
+    try:
+        stream.write(line)
+        stream.flush()
+    except (OSError, ValueError):
+        pass

@@ -1,0 +1,228 @@
+"""The asyncio adapter of the SMTP server: sockets in, smtp_protocol out.
+
+This module only moves bytes.  For each accepted connection it checks the
+peer address (non-local peers are dropped without a reply unless
+--remote-clients, SPEC.md 6.1), sends the greeting, feeds what it reads into
+a `smtp_protocol.Framer`, hands each event to the `smtp_protocol.Session`
+and writes the replies; pipelined replies are written together.  Reading
+stops while the session awaits a commit (back-pressure: the socket's
+receive buffer fills and the client waits), and an idle timeout closes a
+silent connection.  TCP_NODELAY is set on every accepted socket.
+
+It holds no mail policy (that is the session's handler) and knows nothing
+of the spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from emailrelay.log import Log
+from emailrelay.smtp_protocol import Closed, Framer, Handler, Session, SessionConfig
+
+READ_SIZE = 256 * 1024
+
+_LOCAL_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "::1/128",
+        "fe80::/64",
+        "fc00::/7",
+    )
+)
+
+
+def is_local_address(ip: str) -> bool:
+    """True for loopback, link-local and private peers (SPEC.md 6.1)."""
+    try:
+        address = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in _LOCAL_NETWORKS)
+
+
+def format_address(host: str, port: int) -> str:
+    """E-MailRelay's display form: ``1.2.3.4:25`` and ``::1.25``."""
+    return f"{host}.{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    session: SessionConfig
+    remote_clients: bool = False
+    idle_timeout: float = 60.0
+
+
+class SmtpServer:
+    """Serves SMTP on already-bound listening sockets."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        make_handler: Callable[[], Handler],
+        log: Log,
+    ) -> None:
+        self.settings = settings
+        self.make_handler = make_handler
+        self.log = log
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.sessions_started = 0
+        self.sessions_finished = 0
+
+    async def start(self, sockets: list[socket.socket]) -> None:
+        for sock in sockets:
+            server = await asyncio.start_server(self._accept, sock=sock, limit=READ_SIZE)
+            self._servers.append(server)
+
+    async def stop(self) -> None:
+        """Stop listening, then end every session (unfinished messages are dropped)."""
+        for server in self._servers:
+            server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for server in self._servers:
+            await server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._tasks.discard(task)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("", 0)
+        peer_ip, peer_port = str(peer[0]), int(peer[1]) if len(peer) > 1 else 0
+        sock = writer.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        log = self.log
+        if not self.settings.remote_clients and not is_local_address(peer_ip):
+            log.warning(
+                f"smtp connection from {format_address(peer_ip, peer_port)} refused: "
+                "not a local address: use --remote-clients to allow it"
+            )
+            writer.transport.abort()
+            return
+        self.sessions_started += 1
+        log.info(f"smtp connection from {format_address(peer_ip, peer_port)}")
+        framer = Framer()
+        session = Session(self.settings.session, self.make_handler(), framer, peer_ip)
+        trace = log.verbose_on
+        reason = "disconnected"
+        try:
+            greeting = session.greeting()
+            if trace:
+                log.verbose(f'tx>>: "{greeting}"')
+            writer.write(greeting.encode() + b"\r\n")
+            idle = self.settings.idle_timeout or None
+            while True:
+                try:
+                    async with asyncio.timeout(idle):
+                        data = await reader.read(READ_SIZE)
+                except TimeoutError:
+                    reason = "idle timeout"
+                    break
+                if not data:
+                    break
+                framer.feed(data)
+                out: list[str] = []
+                try:
+                    while (event := framer.next_event()) is not None:
+                        if trace and hasattr(event, "text"):
+                            log.verbose(f'rx<<: "{_printable(event.text)}"')
+                        replies = await session.handle(event)
+                        if replies:
+                            out += replies
+                except Closed as closed:
+                    out += closed.replies
+                    reason = closed.reason
+                    self._send(writer, out, trace)
+                    await _drain(writer)
+                    break
+                if out:
+                    self._send(writer, out, trace)
+                    await _drain(writer)
+        except (ConnectionError, OSError) as e:
+            reason = str(e) or type(e).__name__
+        except asyncio.CancelledError:
+            reason = "shutting down"
+            raise
+        finally:
+            session.close()
+            self.sessions_finished += 1
+            log.info(f"smtp connection closed: {reason}")
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - the transport may be gone already
+                pass
+
+    def _send(self, writer: asyncio.StreamWriter, lines: list[str], trace: bool) -> None:
+        if not lines:
+            return
+        if trace:
+            for line in lines:
+                self.log.verbose(f'tx>>: "{line}"')
+        writer.write(("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape"))
+
+
+def _printable(data: bytes) -> str:
+    from emailrelay.envelope import printable
+
+    return printable(data.decode("utf-8", "surrogateescape"))
+
+
+async def _drain(writer: asyncio.StreamWriter) -> None:
+    try:
+        await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+
+
+def bind(addresses: list[str], port: int) -> list[socket.socket]:
+    """Create listening sockets; () means the wildcards 0.0.0.0 and ::.
+
+    Raises OSError (the caller reports ``socket bind error`` and exits 2).
+    """
+    sockets: list[socket.socket] = []
+    targets = addresses or ["0.0.0.0", "::"]
+    try:
+        for host in targets:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            if family == socket.AF_INET6 and not socket.has_ipv6:
+                continue
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as e:
+                if not addresses and family == socket.AF_INET6 and e.errno == 99:  # no IPv6 here
+                    sockets.pop().close()
+                    continue
+                raise
+            sock.listen(1024)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
