@@ -398,7 +398,8 @@ def _fold(value: str) -> str:
 
 
 def _certificate(pem: str) -> str:
-    return _fold(pem.strip(_TRIM).replace("\r", ""))
+    """Trimmed, CR removed; folded by :func:`_fold` like every value."""
+    return pem.strip(_TRIM).replace("\r", "")
 
 
 def serialise(env: Envelope) -> bytes:
