@@ -180,11 +180,12 @@ def test_mail_address_syntax_errors(relay):
         assert c.cmd("MAIL FROM:a@b") == "553 mailbox name not allowed: missing angle brackets in mailbox name"
         assert c.cmd("MAIL TO:<a@b>") == "553 mailbox name not allowed: invalid mail-from command"
         assert c.cmd("MAIL FROM:<a@b>x") == "553 mailbox name not allowed: invalid angle brackets"
-        assert c.cmd("MAIL FROM:<@b>") == "553 mailbox name not allowed: invalid character in mailbox name"
+        assert c.cmd("MAIL FROM:<@b>") == "553 mailbox name not allowed: invalid source route in mailbox name"
+        assert c.cmd("MAIL FROM:<a@>") == "553 mailbox name not allowed: invalid character in mailbox name"
         assert c.cmd("MAIL FROM:<a\x01b@c>") == "553 mailbox name not allowed: invalid character in mailbox name"
         long_address = "x" * 250 + "@example.com"
         assert c.cmd(f"MAIL FROM:<{long_address}>") == "553 mailbox name not allowed: address too long"
-        assert c.cmd("MAIL FROM:<@relay.example:a@b>") == "250 sender <@relay.example:a@b> OK"
+        assert c.cmd("MAIL FROM:<@relay.example:a@b>") == "250 sender <a@b> OK"  # source route dropped
         assert c.cmd(f"RCPT TO:<{long_address}>") == "553 mailbox name not allowed: address too long"
         assert c.cmd("RCPT TO:<b@c") == "550 invalid angle brackets in mailbox name"
         assert c.cmd("RCPT FROM:<b@c>") == "550 invalid rcpt-to command"
@@ -270,7 +271,8 @@ def test_only_crlf_dot_crlf_ends_a_message(relay, spool, smuggle):
     assert len(messages) == 1
     ((env, content),) = messages.values()
     assert parse(env).to_remote == ["c@d"]
-    assert body_of(content) == payload
+    # a line that starts with a dot loses it (dot-unstuffing), whatever ends the line
+    assert body_of(content) == payload.replace(b"\r\n.", b"\r\n")
 
 
 def test_dot_stuffing_is_removed(relay, spool):
