@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import smtplib
+import subprocess
 import threading
 from pathlib import Path
 
@@ -413,3 +415,19 @@ def test_idle_timeout_closes_a_silent_connection(relay):
         c.reply()
         assert c.closed()
     r.wait_for("smtp connection closed: idle timeout")
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is installed by .ci/run")
+def test_swaks_delivers_with_pipelining(relay, spool):
+    r = relay()
+    result = subprocess.run(
+        ["swaks", "--server", "127.0.0.1", "--port", str(r.port), "--from", "s@example.com",
+         "--to", "r1@example.net,r2@example.net", "--pipeline", "--body", "hello from swaks"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "<-  250 message processed" in result.stdout
+    ((env, content),) = stored(spool).values()
+    e = parse(env)
+    assert (e.from_address, e.to_remote) == ("s@example.com", ["r1@example.net", "r2@example.net"])
+    assert b"hello from swaks" in content
