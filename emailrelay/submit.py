@@ -31,6 +31,13 @@ Where we differ from 2.6 (for the man page's COMPATIBILITY section):
 * the spool directory must be writable (checked before any input is read),
   and the default follows SPEC.md section 0.
 
+Choices where SPEC.md is silent: ``--content`` lines come before the input
+(so they may be headers that the input continues); ``--input-file`` is read
+even with ``--no-stdin``; ``--to`` items are split at commas and trimmed,
+trailing arguments are not split; with ``--bcc-split`` each Bcc copy gets
+``bcc: <address>`` where the first Bcc field was, and ``--content-to`` lists
+only the non-Bcc recipients; an input without any blank line is all header.
+
 Not responsible for: option syntax (:mod:`emailrelay.options`), file names,
 states and durability (:mod:`emailrelay.spool`), the envelope format
 (:mod:`emailrelay.envelope`).
@@ -271,17 +278,16 @@ def plan_messages(
     kept = [f for f in fields if f.name not in removed]
 
     def block(bcc_line: bytes | None) -> bytes:
+        """Header block; with ``bcc_line`` it replaces the Bcc fields (at the first one)."""
         lines = list(top)
-        inserted = bcc_line is None
+        pending = [] if bcc_line is None else [bcc_line]
         for f in kept:
             if f.name == "bcc" and split:
-                if not inserted:
-                    lines.append(bcc_line)  # type: ignore[arg-type]
-                    inserted = True
-                continue
-            lines += f.lines
-        if not inserted:
-            lines.append(bcc_line)  # type: ignore[arg-type]
+                lines += pending
+                pending = []
+            else:
+                lines += f.lines
+        lines += pending
         return b"".join(line + b"\r\n" for line in lines) + b"\r\n"
 
     if not split:
@@ -375,10 +381,10 @@ class _Writer:
 def _open_input(request: Request) -> tuple[BinaryIO | None, bool]:
     if request.input_file is not None:
         try:
-            return open(request.input_file, "rb"), False  # noqa: SIM115 - closed in run()
+            return open(request.input_file, "rb"), False  # closed by submit()
         except OSError as e:
             raise SubmitError(f"cannot open input file: {request.input_file}: {_strerror(e)}") from None
-    if request.no_stdin:
+    if request.no_stdin or sys.stdin is None:
         return None, False
     stdin = sys.stdin.buffer
     try:
@@ -455,7 +461,7 @@ def submit(request: Request, debug: _Debug) -> list[str]:
         debug(f"from {sender!r}, {len(plans)} message(s)")
         return _store(Spool(spool_dir), source, plans, request, sender)
     finally:
-        if stream is not None and stream is not sys.stdin.buffer:
+        if stream is not None and request.input_file is not None:
             stream.close()
 
 

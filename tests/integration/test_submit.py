@@ -386,3 +386,18 @@ def test_debug_is_taken_out_before_parsing(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert b"debug:" in result.stderr
     assert parse(only_message(tmp_path)[2]).to_remote == ["r@x.example"]
+
+
+def test_spool_path_is_a_file(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_bytes(b"")
+    result = submit(not_a_dir, "r@x.example", stdin=MESSAGE)
+    assert result.returncode == 1
+    assert result.stderr.decode().startswith(f"emailrelay-submit: invalid spool directory: {not_a_dir}")
+
+
+def test_no_stdin_at_all(tmp_path: Path) -> None:
+    argv = [str(SUBMIT), "-s", str(tmp_path), "-n", "r@x.example"]
+    result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert only_message(tmp_path)[1] == b"\r\n"
