@@ -17,9 +17,12 @@ name suffixes (that is spool.py).
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 #: File mode for every spool file we create (SPEC.md 1.5: umask 007, -rw-rw----).
 FILE_MODE = 0o660
@@ -116,6 +119,8 @@ class DirectorySyncer:
         self._running = False
 
     async def sync(self) -> None:
+        import asyncio
+
         if not self._enabled:
             return
         if self._next is None:
@@ -125,6 +130,8 @@ class DirectorySyncer:
         await asyncio.shield(self._next)
 
     async def _run(self) -> None:
+        import asyncio
+
         self._running = True
         try:
             while self._next is not None:

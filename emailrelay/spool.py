@@ -28,7 +28,6 @@ logging and no networking.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import errno
 import os
@@ -279,6 +278,7 @@ class Spool:
         fsyncs are shared between concurrent commits.  Returns only when the
         READY name is durable.  On failure nothing is left READY.
         """
+        import asyncio  # not at module level: emailrelay-submit must start fast
         try:
             await asyncio.to_thread(self._prepare, msg, envelope)
             os.rename(msg.new_envelope_path, msg.envelope_path)
