@@ -1,0 +1,363 @@
+"""Frozen configuration values built from parsed ``emailrelay`` options.
+
+One job: turn a :class:`emailrelay.options.Parsed` into a
+:class:`ServerConfig`, checking option combinations and values first.
+
+Order of checks in :func:`build` (the first failure raises
+:class:`ConfigError` with a one-line message; cli prints it as
+``emailrelay: usage error: <message>``):
+
+1. options that are not implemented yet (``--pop is not supported yet``)
+   and multiple instances; these come first so that a user of, say,
+   ``--pop`` learns that it is missing rather than what else it needs;
+2. the semantic checks of OPTIONS.md 9.1, in that order, with 2.6's texts;
+3. option values: numbers must be non-negative integers
+   (``invalid value for "--port": abc``), ``--interface`` items must be IP
+   addresses for now;
+4. daemon mode, which does not exist yet: without ``--no-daemon`` the
+   start is refused with a message ending ``use --no-daemon``.
+
+Startup warnings (OPTIONS.md 9.2) are not printed here: they are returned
+in ``ServerConfig.warnings`` and cli prints each once, before the worker
+starts; the worker does not print them again.  Warnings that 2.6 only
+logs (with ``--log``), such as unknown ``--server-smtp-config`` items, are
+in ``ServerConfig.log_warnings`` for the worker to log.
+
+Not responsible for: syntax (options.py), the default spool directory
+(spool.py) or the default domain (the worker computes it).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, fields
+
+from emailrelay.options import Parsed, expand_app
+
+
+class ConfigError(Exception):
+    """A usage error found after parsing; str() is the one-line message."""
+
+
+@dataclass(frozen=True)
+class SmtpServerConfig:
+    """``--server-smtp-config`` switches (OPTIONS.md 3.8)."""
+
+    pipelining: bool = True
+    chunking: bool = False
+    smtputf8: bool = False
+    smtputf8strict: bool = False
+    strictparsing: bool = True
+    alabels: bool = True
+    #: ``nolinger`` sets SO_LINGER to zero; as in 2.6 it also draws the unknown-item warning.
+    linger: bool = True
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Where and how to log (OPTIONS.md 2.9, 2.11 and 7.5)."""
+
+    enabled: bool  # --log or any --as-*
+    verbose: int  # how many times -v was given
+    debug: bool
+    file: str | None  # --log-file
+    time: bool  # --log-time or --log-format=time
+    address: bool  # --log-address or --log-format=address
+    port: bool  # --log-format=port
+    syslog: bool  # logging on, and --syslog or neither --no-syslog nor --as-client
+    facility: str  # syslog facility name, "mail" by default
+    close_stderr: bool  # --close-stderr, --as-server or --as-proxy
+    program: str  # program name at the start of log lines
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the storage worker needs."""
+
+    spool_dir: str | None  # None: the default spool directory rule (spool.py)
+    port: int  # 0 = ephemeral
+    interfaces: tuple[str, ...]  # SMTP listen addresses; () = the wildcards 0.0.0.0 and ::
+    size: int  # 0 = unlimited
+    remote_clients: bool
+    domain: str | None  # None: the canonical host name, computed by the worker
+    anonymous: frozenset[str]  # subset of ANONYMOUS_SCOPES
+    idle_timeout: float  # seconds
+    smtp: SmtpServerConfig
+    log: LogConfig
+    daemon: bool
+    #: Startup warnings (OPTIONS.md 9.2) for cli to print once; the worker does not print them.
+    warnings: tuple[str, ...] = ()
+    #: Warnings 2.6 only logs (with --log); the worker logs them at startup.
+    log_warnings: tuple[str, ...] = ()
+
+
+ANONYMOUS_SCOPES = frozenset({"vrfy", "server", "content", "client"})
+SYSLOG_FACILITIES = ("mail", "user", "daemon", *(f"local{n}" for n in range(8)))
+DEFAULT_PORT = 25
+DEFAULT_IDLE_TIMEOUT = 60
+
+
+def build(parsed: Parsed) -> ServerConfig:
+    """Check the parsed options and build the server configuration.
+
+    Raises:
+        ConfigError: for the first problem found, in the order given in the
+            module docstring.
+    """
+    check_supported(parsed)
+    check_semantics(parsed)
+    log = build_log(parsed)
+    smtp, smtp_warnings = smtp_server_config(parsed.items("server-smtp-config"))
+    config = ServerConfig(
+        spool_dir=_path(parsed.value("spool-dir")),
+        port=number(parsed, "port", DEFAULT_PORT, maximum=65535),
+        interfaces=smtp_interfaces(parsed.items("interface")),
+        size=number(parsed, "size", 0),
+        remote_clients=parsed.flag("remote-clients"),
+        domain=parsed.value("domain"),
+        anonymous=anonymous_scopes(parsed.value("anonymous")),
+        idle_timeout=float(number(parsed, "idle-timeout", DEFAULT_IDLE_TIMEOUT)),
+        smtp=smtp,
+        log=log,
+        daemon=not (parsed.flag("no-daemon") or parsed.has("as-client")),
+        warnings=tuple(startup_warnings(parsed, log)),
+        log_warnings=tuple(smtp_warnings),
+    )
+    if config.daemon:
+        raise ConfigError("running as a background daemon is not supported yet: use --no-daemon")
+    return config
+
+
+def check_supported(parsed: Parsed) -> None:
+    """Refuse options whose implementation lands in a later issue, and multiple instances."""
+    for name in parsed.given():
+        if not parsed.table[name].implemented:
+            raise ConfigError(f"--{name} is not supported yet")
+    if parsed.units != [""]:
+        unit = next(u for u in parsed.units if u)
+        raise ConfigError(f"multiple instances (--{unit}-spool-dir) are not supported yet")
+
+
+def _log_on(parsed: Parsed) -> bool:
+    return parsed.flag("log") or any(parsed.has(f"as-{m}") for m in ("client", "server", "proxy"))
+
+
+def forward_address(parsed: Parsed) -> str | None:
+    """The forward address: --as-client, else --as-proxy, else --forward-to (OPTIONS.md 2.11)."""
+    for name in ("as-client", "as-proxy", "forward-to"):
+        if parsed.has(name):
+            return parsed.value(name)
+    return None
+
+
+def check_semantics(parsed: Parsed) -> None:
+    """The checks of OPTIONS.md 9.1, in order, with their exact texts."""
+    has = parsed.has
+    if has("syslog") and parsed.value("syslog") not in ("", "yes", *SYSLOG_FACILITIES):
+        raise ConfigError("invalid --syslog facility: use 'mail', 'user', 'daemon', or 'local0' to 'local7'")
+    if has("poll") and not _positive(parsed.value("poll")):
+        raise ConfigError("invalid --poll period: try --forward-on-disconnect")
+    if any(has(n) for n in ("pop-port", "pop-auth", "pop-by-name", "pop-no-delete")) and not has("pop"):
+        raise ConfigError("pop options require --pop")
+    if has("pop") and not has("pop-auth"):
+        raise ConfigError("the --pop option requires --pop-auth")
+    if has("admin-terminate") and not has("admin"):
+        raise ConfigError("the --admin-terminate option requires --admin")
+    if has("forward-to") and (has("as-client") or has("as-proxy")):
+        raise ConfigError("--forward-to cannot be used with --as-client or --as-proxy")
+    if forward_address(parsed) is None:
+        for name in ("forward", "forward-on-disconnect", "client-filter"):
+            if has(name):
+                raise ConfigError(f"--{name} requires --forward-to")
+    if has("dont-serve") or has("as-client"):
+        for name in ("filter", "port", "server-auth", "pop", "admin"):
+            if has(name):
+                raise ConfigError(f"the --{name} option cannot be used with --as-client or --dont-serve")
+    if has("no-smtp"):
+        for name in ("filter", "port", "server-auth"):
+            if has(name):
+                raise ConfigError(f"the --{name} option cannot be used with --no-smtp")
+    for side in ("server", "client"):
+        if has(f"{side}-auth-config") and not has(f"{side}-auth"):
+            raise ConfigError(f"the --{side}-auth-config option requires --{side}-auth")
+    if has("verbose") and not (has("help") or _log_on(parsed)):
+        raise ConfigError(
+            "the --verbose option must be used with --log, --help, --as-client, --as-server or --as-proxy"
+        )
+    if has("debug") and not _log_on(parsed):
+        raise ConfigError("the --debug option requires --log, --as-client, --as-server or --as-proxy")
+    for side in ("client", "server"):
+        if has(f"{side}-tls") and has(f"{side}-tls-connection"):
+            raise ConfigError(f"the --{side}-tls and --{side}-tls-connection options cannot be used together")
+    for mode in ("server-tls", "server-tls-connection"):
+        if has(mode) and not has("server-tls-certificate"):
+            raise ConfigError(f"the --{mode} option requires --server-tls-certificate")
+    server_tls = has("server-tls") or has("server-tls-connection")
+    client_tls = has("client-tls") or has("client-tls-connection")
+    if (has("server-tls-certificate") or has("server-tls-verify")) and not server_tls:
+        raise ConfigError("the --server-tls options require either --server-tls or --server-tls-connection")
+    if any(has(f"client-tls-{n}") for n in ("certificate", "verify", "required")) and not client_tls:
+        raise ConfigError("the --client-tls- options require --client-tls or --client-tls-connection")
+    for side in ("server", "client"):
+        if len(parsed.items(f"{side}-tls-certificate")) > 2:
+            raise ConfigError(f"the --{side}-tls-certificate option cannot be used more than twice")
+    if has("client-tls-verify-name") and not has("client-tls-verify"):
+        raise ConfigError("the --client-tls-verify-name options requires --client-tls-verify")
+    if has("server-tls-required") and not server_tls:
+        raise ConfigError("--server-tls-required requires --server-tls or --server-tls-connection")
+    if any(item.startswith("client=") for item in parsed.items("interface")):
+        raise ConfigError("using --interface with client= is no longer supported: use --client-interface instead")
+    if has("dnsbl") and not has("remote-clients"):
+        raise ConfigError("--dnsbl requires --remote-clients or -r")
+    if has("client-interface") and (forward_address(parsed) or "").startswith("/"):
+        raise ConfigError("the --client-interface option cannot be used with a unix-domain forwarding address")
+    if has("domain") and parsed.value("domain") == "":
+        raise ConfigError("the --domain value must not be empty")
+    # Rows 38-40 (filter and verifier specifications) belong to the filters issue.
+
+
+def _positive(text: str | None) -> bool:
+    return text is not None and text.strip().isdigit() and int(text) > 0
+
+
+def number(parsed: Parsed, name: str, default: int, *, maximum: int | None = None) -> int:
+    """A non-negative whole-number option value, or the default when not given.
+
+    Raises:
+        ConfigError: ``invalid value for "--<name>": <value>`` for anything else.
+    """
+    text = parsed.value(name)
+    if text is None:
+        return default
+    stripped = text.strip()
+    if not (stripped.isascii() and stripped.isdigit()) or (maximum is not None and int(stripped) > maximum):
+        raise ConfigError(f"invalid value for \"--{name}\": {text}")
+    return int(stripped)
+
+
+def _path(value: str | None) -> str | None:
+    return None if value is None else expand_app(value)
+
+
+def smtp_interfaces(items: list[str]) -> tuple[str, ...]:
+    """The SMTP listen addresses among ``--interface`` items (unqualified and ``smtp=``).
+
+    Raises:
+        ConfigError: for a listener form other than an IP address.
+    """
+    addresses: list[str] = []
+    for item in items:
+        kind, eq, listener = item.partition("=")
+        if not eq or kind not in ("smtp", "pop", "admin"):
+            kind, listener = "", item
+        try:
+            ipaddress.ip_address(listener)
+        except ValueError:
+            if listener.startswith("fd#"):
+                raise ConfigError(f"listening on an inherited file descriptor ({item}) is not supported yet") from None
+            if listener.startswith("/") and not listener.startswith("/dev/"):
+                raise ConfigError(f"listening on a unix-domain socket ({item}) is not supported yet") from None
+            if "/" in listener:
+                raise ConfigError(f"invalid address or interface name: {listener}") from None
+            raise ConfigError(f"listening on a network interface name ({item}) is not supported yet") from None
+        if kind in ("", "smtp") and listener not in addresses:
+            addresses.append(listener)
+    return tuple(addresses)
+
+
+def anonymous_scopes(value: str | None) -> frozenset[str]:
+    """``--anonymous`` scopes: none when absent; all four without a value or with ``yes``."""
+    if value is None:
+        return frozenset()
+    if value.strip().lower() in ("", "yes"):
+        return ANONYMOUS_SCOPES
+    return frozenset(item.strip() for item in value.split(",")) & ANONYMOUS_SCOPES
+
+
+def smtp_server_config(items: list[str]) -> tuple[SmtpServerConfig, list[str]]:
+    """Apply ``--server-smtp-config`` items to the defaults.
+
+    Returns:
+        The switches and the warnings for unknown items (``nolinger`` works
+        and is still reported as unknown, as in 2.6).
+    """
+    names = {f.name for f in fields(SmtpServerConfig)}
+    values: dict[str, bool] = {}
+    warnings: list[str] = []
+    defaults = SmtpServerConfig()
+    for item in items:
+        word = item.strip().lower()
+        name, on = word, True
+        for prefix, state in (("with-", True), ("without-", False), ("+", True), ("-", False), ("no", False)):
+            if word.startswith(prefix) and word[len(prefix) :] in names:
+                name, on = word[len(prefix) :], state
+                break
+        else:
+            if word.startswith("=") and word[1:] in names:
+                name, on = word[1:], getattr(defaults, word[1:])
+        if name not in names or name == "linger":
+            warnings.append(f"unknown smtp-config item [{item}]")
+        if name in names:
+            values[name] = on
+    return SmtpServerConfig(**values), warnings
+
+
+def build_log(parsed: Parsed) -> LogConfig:
+    """The logging settings, with the --as-* implications of OPTIONS.md 2.11."""
+    enabled = _log_on(parsed)
+    formats = {item.strip() for item in parsed.items("log-format")}
+    syslog_value = parsed.value("syslog")
+    return LogConfig(
+        enabled=enabled,
+        verbose=parsed.count("verbose"),
+        debug=parsed.flag("debug"),
+        file=_path(parsed.value("log-file")),
+        time=parsed.flag("log-time") or "time" in formats,
+        address=parsed.flag("log-address") or "address" in formats,
+        port="port" in formats,
+        syslog=enabled and (parsed.has("syslog") or not (parsed.flag("no-syslog") or parsed.has("as-client"))),
+        facility="mail" if syslog_value in (None, "", "yes") else syslog_value,
+        close_stderr=parsed.flag("close-stderr") or parsed.has("as-server") or parsed.has("as-proxy"),
+        program=parsed.prog,
+    )
+
+
+def startup_warnings(parsed: Parsed, log: LogConfig) -> list[str]:
+    """The OPTIONS.md 9.2 warnings that apply to the implemented options."""
+    warnings: list[str] = []
+    if len(parsed.items("pid-file")) > 1:
+        warnings.append("more than one --pid-file: using the first")
+    if log.enabled and log.close_stderr and log.file is None and not log.syslog:
+        closer = next(n for n in ("close-stderr", "as-server", "as-proxy") if parsed.has(n))
+        warnings.append(
+            f"logging will stop because --{closer} closes the standard error stream soon after startup"
+        )
+    if "/pam" in (parsed.value("server-auth"), parsed.value("pop-auth")):
+        warnings.append("pam authentication should be enabled with pam: rather than /pam")
+    domain = parsed.value("domain")
+    if domain and not (domain.isascii() and domain.isprintable()):
+        warnings.append(f"the domain should be printable ascii: try using \"{a_label(domain)}\"")
+    return warnings
+
+
+def a_label(domain: str) -> str:
+    """The IDN A-label form of a domain, or the domain itself if it has none."""
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return domain
+
+
+__all__ = [
+    "ANONYMOUS_SCOPES",
+    "ConfigError",
+    "LogConfig",
+    "ServerConfig",
+    "SmtpServerConfig",
+    "build",
+    "build_log",
+    "check_semantics",
+    "check_supported",
+    "number",
+    "smtp_server_config",
+]
