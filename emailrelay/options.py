@@ -230,7 +230,7 @@ EMAILRELAY_OPTIONS = OptionTable(
         Option("as-server", "d", group=BASIC, level=10,
                help="Run in the background as a storage server that keeps incoming mail in the spool.",
                detail="Short for --log --close-stderr."),
-        Option("spool-dir", "s", "<dir>", group=BASIC, level=20, default="/var/spool/emailrelay",
+        Option("spool-dir", "s", "<dir>", group=BASIC, level=20,
                help="Keep messages in this directory.",
                detail="Without this option the spool is /var/spool/emailrelay when that directory "
                       "is writable, otherwise a per-user state directory (see FILES in the man page)."),
