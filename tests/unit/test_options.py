@@ -443,7 +443,7 @@ def test_help_layout() -> None:
     assert "\n      --a-very-long-option-name=<arg> Text.\n" in options.help_text(table, "x", verbose=False)
     plain = options.help_text(EMAILRELAY_OPTIONS, "emailrelay", verbose=False, columns=60)
     assert all(len(line) <= 60 for line in plain.splitlines())
-    assert "  [--as-proxy" in plain  # usage continuation lines are indented by two
+    assert "\n  [--as-client=<host:port>] [--as-proxy" in plain  # usage continuation lines are indented by two
 
 
 def test_submit_help() -> None:
