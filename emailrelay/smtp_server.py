@@ -62,6 +62,19 @@ class ServerSettings:
     session: SessionConfig
     remote_clients: bool = False
     idle_timeout: float = 60.0
+    log_address: bool = False  # --log-address / --log-format=address: "<ip>; " on session lines
+    log_port: bool = False  # --log-format=port: "<port>: " on session lines
+
+
+def log_context(ip: str, port: int, address: bool, with_port: bool) -> str:
+    """The session-line prefix of OPTIONS.md 3.10: ``<ip>; ``, ``<port>: ``, ``<ip>;<port>: ``."""
+    if address and with_port:
+        return f"{ip};{port}: "
+    if address:
+        return f"{ip}; "
+    if with_port:
+        return f"{port}: "
+    return ""
 
 
 class SmtpServer:
@@ -112,7 +125,9 @@ class SmtpServer:
         sock = writer.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        log = self.log
+        log = _SessionLog(
+            self.log, log_context(peer_ip, peer_port, self.settings.log_address, self.settings.log_port)
+        )
         if not self.settings.remote_clients and not is_local_address(peer_ip):
             log.warning(
                 f"smtp connection from {format_address(peer_ip, peer_port)} refused: "
@@ -153,11 +168,11 @@ class SmtpServer:
                 except Closed as closed:
                     out += closed.replies
                     reason = closed.reason
-                    self._send(writer, out, trace)
+                    self._send(writer, out, log if trace else None)
                     await _drain(writer)
                     break
                 if out:
-                    self._send(writer, out, trace)
+                    self._send(writer, out, log if trace else None)
                     await _drain(writer)
         except (ConnectionError, OSError) as e:
             reason = str(e) or type(e).__name__
@@ -173,13 +188,32 @@ class SmtpServer:
             except Exception:  # noqa: BLE001 - the transport may be gone already
                 pass
 
-    def _send(self, writer: asyncio.StreamWriter, lines: list[str], trace: bool) -> None:
+    @staticmethod
+    def _send(writer: asyncio.StreamWriter, lines: list[str], log: _SessionLog | None) -> None:
         if not lines:
             return
-        if trace:
+        if log is not None:
             for line in lines:
-                self.log.verbose(f'tx>>: "{line}"')
+                log.verbose(f'tx>>: "{line}"')
         writer.write(("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape"))
+
+
+class _SessionLog:
+    """A Log that puts one session's context prefix on every line."""
+
+    def __init__(self, log: Log, prefix: str) -> None:
+        self._log = log
+        self._prefix = prefix
+        self.verbose_on = log.verbose_on
+
+    def info(self, text: str) -> None:
+        self._log.info(self._prefix + text)
+
+    def verbose(self, text: str) -> None:
+        self._log.verbose(self._prefix + text)
+
+    def warning(self, text: str) -> None:
+        self._log.warning(self._prefix + text)
 
 
 def _printable(data: bytes) -> str:

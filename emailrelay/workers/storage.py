@@ -74,12 +74,18 @@ class SpoolHandler:
 
 
 def default_domain() -> str:
-    """The canonical host name, or ``<host>.localnet`` (quirk 6 fixed)."""
-    name = socket.getfqdn()
-    if "." in name and name not in ("localhost.localdomain",):
-        return name
+    """The host's canonical name from a DNS lookup, as E-MailRelay does.
+
+    If the lookup fails, ``<host>.localnet`` (2.6's ``<host>:0.localnet``
+    quirk fixed).
+    """
     host = socket.gethostname().split(".", 1)[0] or os.environ.get("HOSTNAME", "") or "localhost"
-    return f"{host}.localnet"
+    try:
+        info = socket.getaddrinfo(host, None, flags=socket.AI_CANONNAME)
+    except OSError:
+        return f"{host}.localnet"
+    canonical = info[0][3] if info and info[0][3] else ""
+    return canonical or f"{host}.localnet"
 
 
 def log_settings(config: ServerConfig) -> LogSettings:
@@ -127,7 +133,11 @@ def run(config: ServerConfig) -> int:
         anonymous=config.anonymous,
     )
     settings = ServerSettings(
-        session=session, remote_clients=config.remote_clients, idle_timeout=config.idle_timeout
+        session=session,
+        remote_clients=config.remote_clients,
+        idle_timeout=config.idle_timeout,
+        log_address=config.log.address,
+        log_port=config.log.port,
     )
     server = SmtpServer(settings, lambda: SpoolHandler(spool, log), log)
     try:

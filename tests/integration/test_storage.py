@@ -431,3 +431,13 @@ def test_swaks_delivers_with_pipelining(relay, spool):
     e = parse(env)
     assert (e.from_address, e.to_remote) == ("s@example.com", ["r1@example.net", "r2@example.net"])
     assert b"hello from swaks" in content
+
+
+def test_log_format_puts_time_and_peer_on_session_lines(relay):
+    r = relay("--log-format", "address,port", "--log-time", "-v")
+    with smtplib.SMTP("127.0.0.1", r.port) as s:
+        s.noop()
+        port = s.sock.getsockname()[1]
+    r.wait_for(rf"^emailrelay: \d{{8}}\.\d{{6}}\.\d{{3}}: info: 127\.0\.0\.1;{port}: smtp connection from 127\.0\.0\.1:{port}$")
+    r.wait_for(rf"^emailrelay: \S+: info: 127\.0\.0\.1;{port}: rx<<: \"noop\"$")
+    r.wait_for(rf"^emailrelay: \S+: info: 127\.0\.0\.1;{port}: tx>>: \"250 noop\"$")
