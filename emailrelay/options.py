@@ -899,11 +899,11 @@ def help_text(table: OptionTable, prog: str, *, verbose: bool, columns: int = 79
                 lines += _option_lines(option, verbose=True, columns=columns)
         lines.append("")
         for caption, command in table.examples:
-            lines += [caption, f"   {command}", ""]
+            lines += [*textwrap.wrap(caption, width=columns, break_on_hyphens=False), f"   {command}", ""]
     else:
         for option in table.shown(verbose=False):
             lines += _option_lines(option, verbose=False, columns=columns)
-        lines += ["", f"For every option, run \"{prog} --help --verbose\".", ""]
+        lines += ["", *textwrap.wrap(f"For every option, run \"{prog} --help --verbose\".", width=columns, break_on_hyphens=False), ""]
     lines.append(_copyright())
     return "\n".join(lines) + "\n"
 
