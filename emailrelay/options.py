@@ -903,7 +903,8 @@ def help_text(table: OptionTable, prog: str, *, verbose: bool, columns: int = 79
     else:
         for option in table.shown(verbose=False):
             lines += _option_lines(option, verbose=False, columns=columns)
-        lines += ["", *textwrap.wrap(f"For every option, run \"{prog} --help --verbose\".", width=columns, break_on_hyphens=False), ""]
+        pointer = f"For every option, run \"{prog} --help --verbose\"."
+        lines += ["", *textwrap.wrap(pointer, width=columns, break_on_hyphens=False), ""]
     lines.append(_copyright())
     return "\n".join(lines) + "\n"
 
