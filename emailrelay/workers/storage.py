@@ -106,6 +106,8 @@ def run(config: ServerConfig) -> int:
     """Run the storage server until a terminating signal; returns the exit code."""
     durable.set_umask(0o007)
     log = Log(log_settings(config))
+    for warning in config.log_warnings:
+        log.warning(warning)
     program = config.log.program
     try:
         spool_dir = Path(config.spool_dir) if config.spool_dir else default_spool_dir()

@@ -441,3 +441,8 @@ def test_log_format_puts_time_and_peer_on_session_lines(relay):
     r.wait_for(rf"^emailrelay: \d{{8}}\.\d{{6}}\.\d{{3}}: info: 127\.0\.0\.1;{port}: smtp connection from 127\.0\.0\.1:{port}$")
     r.wait_for(rf"^emailrelay: \S+: info: 127\.0\.0\.1;{port}: rx<<: \"noop\"$")
     r.wait_for(rf"^emailrelay: \S+: info: 127\.0\.0\.1;{port}: tx>>: \"250 noop\"$")
+
+
+def test_unknown_server_smtp_config_item_is_logged(relay):
+    r = relay("--server-smtp-config", "frobnicate")
+    r.wait_for(r"^emailrelay: warning: .*unknown smtp-config item \[frobnicate\]")
