@@ -10,47 +10,14 @@ import os
 import re
 import signal
 import smtplib
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from emailrelay.envelope import parse
 
-from .conftest import command, run, spool_files
+from .conftest import command, needs_root, run, spool_files
 from .smtpraw import RawSmtp
 from .test_storage import body_of, message, stored
-
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for mount")
-
-
-@pytest.fixture
-def tiny_spool(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs to fill up."""
-    path = tmp_path / "tiny"
-    path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-@pytest.fixture
-def readonly_spool(tmp_path: Path) -> Iterator[Path]:
-    source = tmp_path / "ro-source"
-    source.mkdir()
-    path = tmp_path / "ro"
-    path.mkdir()
-    subprocess.run(["mount", "--bind", str(source), str(path)], check=True)
-    try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], check=True)
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 @needs_root

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
 import re
 import stat
 import subprocess
@@ -14,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from emailrelay.envelope import parse
+
+from .conftest import needs_root
 
 SUBMIT = Path(sys.executable).parent / "emailrelay-submit"
 
@@ -311,14 +312,13 @@ def test_missing_spool_directory(tmp_path: Path) -> None:
     assert not missing.exists()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
-def test_unwritable_spool_directory(tmp_path: Path) -> None:
-    tmp_path.chmod(0o500)
-    try:
-        result = submit(tmp_path, "r@x.example", stdin=MESSAGE)
-    finally:
-        tmp_path.chmod(0o700)
-    assert result.returncode == 1 and b"not writable" in result.stderr
+@needs_root
+def test_unwritable_spool_directory(readonly_spool: Path) -> None:
+    result = submit(readonly_spool, "r@x.example", stdin=MESSAGE)
+    assert result.returncode == 1
+    assert result.stderr.decode() == (
+        f"emailrelay-submit: spool directory is not writable: {readonly_spool}: read-only file system\n"
+    )
 
 
 @pytest.mark.parametrize(
