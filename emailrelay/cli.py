@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import sys
 
-from emailrelay import config, options
+from emailrelay import config, entry, options
 
 SUBCOMMANDS = ("supervise", "ctl")
 
@@ -98,24 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit code.
     """
-    if argv is None:
-        argv = sys.argv
-    prog = options.program_name(argv[0] if argv else "emailrelay")
-    try:
-        return run(prog, list(argv[1:]))
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        # stdout went away (e.g. "emailrelay --help | head"): nothing more to say
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
-        return 1
-    except Exception as e:  # the last line of defence: one line, no traceback
-        _error(prog, "error", str(e) or type(e).__name__)
-        return 1
-
+    return entry.main(run, argv, "emailrelay")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -51,7 +51,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
-from emailrelay import options
+from emailrelay import entry, options
 
 if TYPE_CHECKING:
     from emailrelay.spool import NewMessage, Spool
@@ -589,20 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit code: 0 stored, 1 error.
     """
-    if argv is None:
-        argv = sys.argv
-    prog = options.program_name(argv[0] if argv else "emailrelay-submit")
-    try:
-        return run(prog, list(argv[1:]))
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        try:
-            sys.stdout.close()
-        except OSError:
-            pass
-        return 1
-
+    return entry.main(run, argv, "emailrelay-submit")
 
 if __name__ == "__main__":
     sys.exit(main())
