@@ -442,8 +442,6 @@ class Session:
         handler: Handler,
         framer: Framer,
         peer_ip: str,
-        *,
-        log: object = None,
     ) -> None:
         self.config = config
         self.handler = handler
@@ -455,7 +453,6 @@ class Session:
         self.errors = 0
         self._bdat_last = False
         self._bdat_size = 0
-        self.log = log
 
     # state
 
@@ -562,16 +559,19 @@ class Session:
             self.enter_state(State.IDLE)
         return ["250 state reset"]
 
-    def _hello(self, arg: str) -> str:
-        return arg.strip(" \t")
-
-    async def smtp_EHLO(self, arg: str, line: str) -> list[str]:
-        name = self._hello(arg)
+    def _hello(self, arg: str) -> bool:
+        """EHLO/HELO: a new peer name ends any transaction; False if no name."""
+        name = arg.strip(" \t")
         if not name:
-            return ["501 parameter required"]
+            return False
         self.peer_name = name
         self._clear()
         self.enter_state(State.IDLE)
+        return True
+
+    async def smtp_EHLO(self, arg: str, line: str) -> list[str]:
+        if not self._hello(arg):
+            return ["501 parameter required"]
         c = self.config
         hello = "smtp says hello" if "server" in c.anonymous else f"{c.domain} says hello"
         lines = [hello]
@@ -589,12 +589,8 @@ class Session:
         return [f"250-{x}" for x in lines[:-1]] + [f"250 {lines[-1]}"]
 
     async def smtp_HELO(self, arg: str, line: str) -> list[str]:
-        name = self._hello(arg)
-        if not name:
+        if not self._hello(arg):
             return ["501 parameter required"]
-        self.peer_name = name
-        self._clear()
-        self.enter_state(State.IDLE)
         return ["250 hello"]
 
     async def smtp_AUTH(self, arg: str, line: str) -> list[str]:
