@@ -604,7 +604,9 @@ class Session:
             address = address[:-9].rstrip(" \t")
         if not address:
             return ["550 invalid mailbox"]
-        return [f"252 cannot verify but will accept: {address}"]
+        from emailrelay.envelope import printable
+
+        return [f"252 cannot verify but will accept: {printable(address)}"]
 
     async def smtp_MAIL(self, arg: str, line: str) -> list[str]:
         head, _, rest = line.replace("\t", " ").partition(" ")

@@ -179,6 +179,9 @@ class SmtpServer:
         except asyncio.CancelledError:
             reason = "shutting down"
             raise
+        except Exception as e:  # a bug must cost one session, never the server
+            reason = f"internal error: {type(e).__name__}: {e}"
+            log.error(f"smtp session failed: {reason}")
         finally:
             session.close()
             self.sessions_finished += 1
@@ -214,6 +217,9 @@ class _SessionLog:
 
     def warning(self, text: str) -> None:
         self._log.warning(self._prefix + text)
+
+    def error(self, text: str) -> None:
+        self._log.error(self._prefix + text)
 
 
 def _printable(data: bytes) -> str:

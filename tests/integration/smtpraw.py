@@ -26,7 +26,7 @@ class RawSmtp:
         """One whole (possibly multi-line) reply as text, lines joined by LF."""
         lines = []
         while True:
-            line = self.line().decode()
+            line = self.line().decode("utf-8", "surrogateescape")
             lines.append(line)
             if len(line) < 4 or line[3] != "-":
                 return "\n".join(lines)

@@ -149,6 +149,8 @@ def test_greeting_ehlo_and_simple_commands(relay):
         assert c.cmd("BDAT 10 LAST") == "500 command unrecognized"
         assert c.cmd("VRFY") == "550 invalid mailbox"
         assert c.cmd("VRFY bob@example.com") == "252 cannot verify but will accept: bob@example.com"
+        c.send(b"VRFY a\nb\x01\\\xff\r\n")  # echoed only in printable form (SPEC.md appendix B)
+        assert c.reply() == "252 cannot verify but will accept: a\\nb\\x01\\\\\\xff"
         assert c.cmd("RSET") == "250 state reset"
         assert c.cmd("MAIL FROM:<a@b> SIZE=1001") == "552 message size exceeds fixed maximum message size"
         assert c.cmd("MAIL FROM:<> XUNKNOWN=1 FOO") == "250 sender <> OK"
