@@ -9,6 +9,9 @@ Only this module knows how a message state maps to a file name (SPEC.md 1.1):
     <id>.envelope.bad       BAD: forwarding failed, Reason lines appended
 
 with ids ``emailrelay.<pid>.<secs>.<seq>`` (seq pre-incremented per Spool).
+An id is allocated at MAIL FROM, as in 2.6, but the content file is created
+only when 64 KiB of content have arrived or at commit, so a small message
+costs the event loop no file creation (2.6 creates it at MAIL FROM).
 
 Every state change is one rename(2).  A commit is: content fsynced,
 ``.envelope.new`` written and fsynced, renamed to ``.envelope``, the
@@ -33,7 +36,6 @@ import errno
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from emailrelay import durable
@@ -43,7 +45,7 @@ from emailrelay.envelope import Envelope, serialise
 SYSTEM_SPOOL_DIR = Path("/var/spool/emailrelay")
 
 #: Content bytes are gathered up to this size before each write(2).
-WRITE_BUFFER = 256 * 1024
+WRITE_BUFFER = 64 * 1024
 
 
 class SpoolError(Exception):
@@ -167,17 +169,34 @@ def _strerror(e: OSError) -> str:
 # -- writing messages --------------------------------------------------------
 
 
-@dataclass
 class NewMessage:
-    """A message being written: its content file is open, no envelope yet."""
+    """A message being written: content bytes so far, no envelope yet.
 
-    id: str
-    content_path: Path
-    envelope_path: Path  # the committed (READY) envelope path
-    new_envelope_path: Path
-    _fd: int
-    size: int = 0
-    _buffer: bytearray = field(default_factory=bytearray)
+    The content file is created only when the first WRITE_BUFFER bytes are
+    written out, or at commit (in the commit thread), so small messages never
+    block the event loop on a file creation.  Its id may still change then,
+    if a dead process left a file of the same name.
+    """
+
+    def __init__(self, spool: Spool, msg_id: str) -> None:
+        self._spool = spool
+        self.id = msg_id
+        self._fd = -1
+        self.size = 0
+        self._buffer = bytearray()
+
+    @property
+    def content_path(self) -> Path:
+        return self._spool.content_path(self.id)
+
+    @property
+    def envelope_path(self) -> Path:
+        """The committed (READY) envelope path."""
+        return self._spool.envelope_path(self.id, State.READY)
+
+    @property
+    def new_envelope_path(self) -> Path:
+        return self._spool.envelope_path(self.id, State.NEW)
 
     def write(self, data: bytes | memoryview) -> None:
         """Append content bytes (buffered; errors surface here or at commit)."""
@@ -187,6 +206,14 @@ class NewMessage:
             self.flush()
 
     def flush(self) -> None:
+        """Write the buffered bytes, creating the content file first if need be."""
+        if self._fd < 0:
+            while True:
+                try:
+                    self._fd = durable.create_exclusive(self.content_path)
+                    break
+                except FileExistsError:
+                    self.id = self._spool.new_id()
         if self._buffer:
             durable.write_all(self._fd, self._buffer)
             self._buffer.clear()
@@ -233,21 +260,8 @@ class Spool:
     # writing
 
     def create(self) -> NewMessage:
-        """Allocate an id and create its empty content file."""
-        while True:
-            msg_id = self.new_id()
-            content = self.content_path(msg_id)
-            try:
-                fd = durable.create_exclusive(content)
-            except FileExistsError:
-                continue
-            return NewMessage(
-                id=msg_id,
-                content_path=content,
-                envelope_path=self.envelope_path(msg_id, State.READY),
-                new_envelope_path=self.envelope_path(msg_id, State.NEW),
-                _fd=fd,
-            )
+        """Allocate an id for a new message (its content file comes later)."""
+        return NewMessage(self, self.new_id())
 
     def _prepare(self, msg: NewMessage, envelope: Envelope) -> None:
         """Flush and fsync the content, then write and fsync the .envelope.new."""
