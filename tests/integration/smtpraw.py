@@ -35,6 +35,15 @@ class RawSmtp:
         self.send(text.encode() + b"\r\n")
         return self.reply()
 
+    def start_data(self, mail_from: str = "a@b", rcpt_to: str = "c@d", *, ehlo: bool = True) -> None:
+        """Read the greeting (with ehlo) and go as far as the 354 of DATA."""
+        if ehlo:
+            assert self.reply().startswith("220 ")
+            assert self.cmd("EHLO me").startswith("250")
+        assert self.cmd(f"MAIL FROM:<{mail_from}>").startswith("250 ")
+        assert self.cmd(f"RCPT TO:<{rcpt_to}>").startswith("250 ")
+        assert self.cmd("DATA").startswith("354 ")
+
     def closed(self) -> bool:
         """True if the server has closed the connection (reads to EOF)."""
         try:

@@ -24,11 +24,7 @@ from .test_storage import body_of, message, stored
 def test_full_disk_gives_452_and_leaves_no_partial_message(relay, tiny_spool):
     r = relay(spool_dir=tiny_spool)
     with RawSmtp(r.port) as c:
-        c.reply()
-        c.cmd("EHLO me")
-        c.cmd("MAIL FROM:<a@b>")
-        c.cmd("RCPT TO:<c@d>")
-        c.cmd("DATA")
+        c.start_data()
         c.send(b"Subject: too big for the disk\r\n\r\n" + (b"x" * 998 + b"\r\n") * 2000 + b".\r\n")
         reply = c.reply()
         assert reply.startswith("452 ") and "space" in reply, reply
@@ -71,11 +67,7 @@ def test_port_in_use_exits_2(relay):
 def test_sigterm_drops_unfinished_messages_and_exits_143(relay, spool):
     r = relay()
     c = RawSmtp(r.port)
-    c.reply()
-    c.cmd("EHLO me")
-    c.cmd("MAIL FROM:<a@b>")
-    c.cmd("RCPT TO:<c@d>")
-    c.cmd("DATA")
+    c.start_data()
     c.send(b"Subject: half\r\n\r\nhalf a message")
     r.wait_for(r"rx<<|smtp connection from", timeout=5)
     assert r.stop(signal.SIGTERM) == 143

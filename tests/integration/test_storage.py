@@ -223,11 +223,7 @@ def test_too_many_protocol_errors_drop_the_connection(relay):
 def test_oversize_message_is_refused_and_removed(relay, spool):
     r = relay("--size", "2000")
     with RawSmtp(r.port) as c:
-        c.reply()
-        c.cmd("EHLO me")
-        c.cmd("MAIL FROM:<a@b>")
-        c.cmd("RCPT TO:<c@d>")
-        assert c.cmd("DATA").startswith("354")
+        c.start_data()
         c.send(b"Subject: big\r\n\r\n" + b"0123456789" * 1000 + b"\r\n.\r\n")
         assert c.reply() == "552 message size exceeds fixed maximum message size"
         assert spool_files(spool) == []
@@ -262,11 +258,7 @@ def test_message_of_exactly_size_bytes_is_accepted_one_more_is_not(relay, spool)
 def test_only_crlf_dot_crlf_ends_a_message(relay, spool, smuggle):
     r = relay()
     with RawSmtp(r.port) as c:
-        c.reply()
-        c.cmd("EHLO me")
-        c.cmd("MAIL FROM:<a@b>")
-        c.cmd("RCPT TO:<c@d>")
-        c.cmd("DATA")
+        c.start_data()
         payload = b"Subject: s\r\n\r\nbefore" + smuggle + b"MAIL FROM:<evil@x>\r\nRCPT TO:<victim@y>\r\nDATA\r\nevil\r\n"
         c.send(payload + b".\r\n")
         assert c.reply() == "250 message processed"
@@ -291,11 +283,7 @@ def test_data_lines_of_any_length_are_stored(relay, spool):
     r = relay()
     long_line = b"z" * 300_000
     with RawSmtp(r.port) as c:
-        c.reply()
-        c.cmd("EHLO me")
-        c.cmd("MAIL FROM:<a@b>")
-        c.cmd("RCPT TO:<c@d>")
-        c.cmd("DATA")
+        c.start_data()
         c.send(b"Subject: long\r\n\r\n" + long_line + b"\r\n.\r\n")
         assert c.reply() == "250 message processed"
     ((_, content),) = stored(spool).values()
@@ -305,11 +293,7 @@ def test_data_lines_of_any_length_are_stored(relay, spool):
 def test_disconnect_mid_data_leaves_no_files(relay, spool):
     r = relay()
     with RawSmtp(r.port) as c:
-        c.reply()
-        c.cmd("EHLO me")
-        c.cmd("MAIL FROM:<a@b>")
-        c.cmd("RCPT TO:<c@d>")
-        c.cmd("DATA")
+        c.start_data()
         c.send(b"Subject: cut\r\n\r\n" + b"partial " * 10000)
     r.wait_for("smtp connection closed")
     assert spool_files(spool) == []
