@@ -24,20 +24,11 @@ Not responsible for: option syntax (options.py), option meaning
 
 from __future__ import annotations
 
-import os
 import sys
 
 from emailrelay import config, entry, options
 
 SUBCOMMANDS = ("supervise", "ctl")
-
-
-def _columns() -> int:
-    try:
-        columns = int(os.environ.get("COLUMNS", ""))
-    except ValueError:
-        return 79
-    return columns if columns > 0 else 79
 
 
 def _try_line(prog: str) -> str:
@@ -59,7 +50,7 @@ def run(prog: str, args: list[str]) -> int:
         return 1
     if parsed.flag("help"):
         text = options.help_text(
-            options.EMAILRELAY_OPTIONS, prog, verbose=parsed.flag("verbose"), columns=_columns()
+            options.EMAILRELAY_OPTIONS, prog, verbose=parsed.flag("verbose"), columns=options.help_columns()
         )
         sys.stdout.write(text)
         return 0

@@ -885,6 +885,15 @@ def _option_lines(option: Option, *, verbose: bool, columns: int) -> list[str]:
     )
 
 
+def help_columns() -> int:
+    """The wrap width for help text: $COLUMNS, else 79 (OPTIONS.md section 6)."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        return 79
+    return columns if columns > 0 else 79
+
+
 def help_text(table: OptionTable, prog: str, *, verbose: bool, columns: int = 79) -> str:
     """The ``--help`` text: plain shows the level-20 options, verbose every visible one by group."""
     lines = [banner(prog), ""]

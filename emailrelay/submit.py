@@ -530,14 +530,6 @@ class _Debug:
             print(f"{self.prog}: debug: {text}", file=sys.stderr)
 
 
-def _columns() -> int:
-    try:
-        columns = int(os.environ.get("COLUMNS", ""))
-    except ValueError:
-        return 79
-    return columns if columns > 0 else 79
-
-
 def run(prog: str, args: list[str]) -> int:
     """Run with the arguments after argv[0]; returns the exit code."""
     debug_on = False
@@ -548,7 +540,7 @@ def run(prog: str, args: list[str]) -> int:
     parsed = options.parse(options.SUBMIT_OPTIONS, args, prog, config_file_allowed=False)
     if parsed.flag("help"):
         table = options.SUBMIT_OPTIONS
-        sys.stdout.write(options.help_text(table, prog, verbose=parsed.flag("verbose"), columns=_columns()))
+        sys.stdout.write(options.help_text(table, prog, verbose=parsed.flag("verbose"), columns=options.help_columns()))
         return 0
     if parsed.errors:
         for message in parsed.errors:

@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import smtplib
+import subprocess
 import threading
 import time
 
@@ -132,7 +133,10 @@ def test_crash_keeps_every_acknowledged_message(relay, spool):
 
 
 def test_recovery_removes_files_of_dead_writers_only(relay, spool):
-    dead_pid = 999999  # above the default pid_max: never a live process
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    dead_pid = ended.pid  # a process that has certainly ended
+    live = f"emailrelay.{os.getppid()}.{int(time.time()) + 5}.1.content"  # a live writer
     for name in (
         f"emailrelay.{dead_pid}.1700000000.1.content",
         f"emailrelay.{dead_pid}.1700000000.1.envelope.new",
@@ -141,7 +145,7 @@ def test_recovery_removes_files_of_dead_writers_only(relay, spool):
         f"emailrelay.{dead_pid}.1700000000.3.envelope",
         f"emailrelay.{dead_pid}.1700000000.4.content",
         f"emailrelay.{dead_pid}.1700000000.4.envelope.bad",
-        f"emailrelay.{os.getppid()}.{int(time.time()) + 5}.1.content",  # a live writer
+        live,
         "someone-elses-file.content",
     ):
         (spool / name).write_bytes(b"x")
@@ -153,7 +157,7 @@ def test_recovery_removes_files_of_dead_writers_only(relay, spool):
             f"emailrelay.{dead_pid}.1700000000.3.envelope",
             f"emailrelay.{dead_pid}.1700000000.4.content",
             f"emailrelay.{dead_pid}.1700000000.4.envelope.bad",
-            f"emailrelay.{os.getppid()}.{int(time.time()) + 5}.1.content",
+            live,
             "someone-elses-file.content",
         ]
     )

@@ -17,24 +17,18 @@ from emailrelay.smtp_protocol import (
 )
 
 
-def events(stream: bytes, cuts: list[int], data_after: int | None = None) -> list:
-    """Feed a stream in pieces; switch to DATA mode after the n-th line."""
+def events(stream: bytes, cuts: list[int] = ()) -> list:
+    """Feed a stream in pieces cut at the given offsets; DATA mode after each DATA line."""
     f = Framer()
     out: list = []
-    lines = 0
-    pieces, last = [], 0
-    for cut in sorted(set(c for c in cuts if 0 < c < len(stream))):
-        pieces.append(stream[last:cut])
+    last = 0
+    for cut in [*sorted({c for c in cuts if 0 < c < len(stream)}), len(stream)]:
+        f.feed(stream[last:cut])
         last = cut
-    pieces.append(stream[last:])
-    for piece in pieces:
-        f.feed(piece)
         while (e := f.next_event()) is not None:
             out.append(e)
-            if isinstance(e, Line):
-                lines += 1
-                if data_after is not None and lines == data_after:
-                    f.start_data()
+            if isinstance(e, Line) and e.text == b"DATA":
+                f.start_data()
     return out
 
 
@@ -61,7 +55,7 @@ def test_too_long_line_is_reported_once_and_discarded():
 
 def test_data_ends_only_at_crlf_dot_crlf():
     stream = b"DATA\r\na\n.\nb\r.\nc\r\n..d\r\n.\r\nQUIT\r\n"
-    evs = merged(events(stream, [], data_after=1))
+    evs = merged(events(stream))
     assert evs == [Line(b"DATA"), Data(b"a\n.\nb\r.\nc\r\n.d\r\n"), DataEnd(), Line(b"QUIT")]
 
 
@@ -71,31 +65,9 @@ def test_framing_does_not_depend_on_how_bytes_arrive(cuts):
         b"DATA\r\n.first\r\nline two\r\n\r\n.\r.\n..\r\nx\r\r\n\r\n..\r\n.\r\nNOOP\r\n"
         b"DATA\r\n\r\n.\r\nQUIT\r\n"
     )
-    f = Framer()
-    expected = merged(events(stream, [], data_after=None))
-    # the reference: whole stream at once, DATA mode after each DATA line
-    reference = []
-    f.feed(stream)
-    while (e := f.next_event()) is not None:
-        reference.append(e)
-        if isinstance(e, Line) and e.text == b"DATA":
-            f.start_data()
-    assert expected  # sanity
-    got = []
-    g = Framer()
-    pieces, last = [], 0
-    for cut in sorted(set(c for c in cuts if 0 < c < len(stream))):
-        pieces.append(stream[last:cut])
-        last = cut
-    pieces.append(stream[last:])
-    for piece in pieces:
-        g.feed(piece)
-        while (e := g.next_event()) is not None:
-            got.append(e)
-            if isinstance(e, Line) and e.text == b"DATA":
-                g.start_data()
-    assert merged(got) == merged(reference)
-    assert merged(reference)[1] == Data(b"first\r\nline two\r\n\r\n\r.\n..\r\nx\r\r\n\r\n.\r\n")
+    reference = merged(events(stream))
+    assert reference[1] == Data(b"first\r\nline two\r\n\r\n\r.\n..\r\nx\r\r\n\r\n.\r\n")
+    assert merged(events(stream, cuts)) == reference
 
 
 def test_chunk_mode_takes_exact_byte_counts():
