@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -442,8 +442,11 @@ class Session:
         handler: Handler,
         framer: Framer,
         peer_ip: str,
+        *,
+        on_state_change: Callable[[State, State], None] | None = None,
     ) -> None:
         self.config = config
+        self.on_state_change = on_state_change
         self.handler = handler
         self.framer = framer
         self.peer_ip = peer_ip
@@ -461,6 +464,8 @@ class Session:
         if new is not old and new not in TRANSITIONS[old]:
             raise AssertionError(f"illegal smtp state change {old.value} -> {new.value}")
         self.state = new
+        if self.on_state_change is not None and new is not old:
+            self.on_state_change(old, new)
 
     def greeting(self) -> str:
         if "server" in self.config.anonymous:

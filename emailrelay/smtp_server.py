@@ -138,7 +138,15 @@ class SmtpServer:
         self.sessions_started += 1
         log.info(f"smtp connection from {format_address(peer_ip, peer_port)}")
         framer = Framer()
-        session = Session(self.settings.session, self.make_handler(), framer, peer_ip)
+        session = Session(
+            self.settings.session,
+            self.make_handler(),
+            framer,
+            peer_ip,
+            on_state_change=(lambda old, new: log.debug(f"smtp state: {old.value} -> {new.value}"))
+            if self.log.debug_on
+            else None,
+        )
         trace = log.verbose_on
         reason = "disconnected"
         try:
@@ -220,6 +228,9 @@ class _SessionLog:
 
     def error(self, text: str) -> None:
         self._log.error(self._prefix + text)
+
+    def debug(self, text: str) -> None:
+        self._log.debug(self._prefix + text)
 
 
 def _printable(data: bytes) -> str:

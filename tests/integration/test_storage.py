@@ -432,3 +432,11 @@ def test_log_format_puts_time_and_peer_on_session_lines(relay):
 def test_unknown_server_smtp_config_item_is_logged(relay):
     r = relay("--server-smtp-config", "frobnicate")
     r.wait_for(r"^emailrelay: warning: .*unknown smtp-config item \[frobnicate\]")
+
+
+def test_debug_logs_every_state_change(relay):
+    r = relay("--debug")
+    with smtplib.SMTP("127.0.0.1", r.port) as s:
+        s.sendmail("a@b", ["c@d"], b"Subject: x\r\n\r\ny\r\n")
+    for change in ("start -> idle", "idle -> got-mail", "got-mail -> got-rcpt", "got-rcpt -> data", "data -> idle"):
+        r.wait_for(rf"^emailrelay: debug: smtp state: {change}$")
