@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import re
-import ssl
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -920,6 +919,8 @@ def help_text(table: OptionTable, prog: str, *, verbose: bool, columns: int = 79
 
 def tls_library() -> str:
     """The TLS library in use, as the ``TLS library:`` feature line shows it."""
+    import ssl  # here, not at the top: emailrelay-submit must start fast
+
     return getattr(ssl, "OPENSSL_VERSION", "") or "none"
 
 
