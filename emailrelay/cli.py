@@ -2,7 +2,9 @@
 
 One job: decide what a command line asks for and report usage problems in
 E-MailRelay 2.6's formats (OPTIONS.md 7.7 and 8.3), then hand a checked
-:class:`emailrelay.config.ServerConfig` to the storage worker.
+:class:`emailrelay.config.ServerConfig` to the storage worker (which
+also forwards when there is a forward address), or to the forwarding
+worker for ``--as-client`` and ``--dont-serve``.
 
 Order of precedence:
 
@@ -13,7 +15,7 @@ Order of precedence:
 5. too many non-option arguments (``usage error:`` plus the "try" line);
 6. ``--version``;
 7. semantic errors from config.build (``usage error:``, exit 1), then
-   startup warnings (``warning:``), then the storage worker runs.
+   startup warnings (``warning:``), then the worker runs.
 
 Failure behaviour: never a traceback.  An unexpected exception becomes
 ``emailrelay: error: <text>`` with exit 1; Ctrl-C exits 130.
@@ -74,6 +76,10 @@ def run(prog: str, args: list[str]) -> int:
     for warning in server_config.warnings:
         _error(prog, "warning", warning)
     sys.stderr.flush()
+    if not server_config.serving:  # --as-client, --dont-serve: forward once and exit
+        from emailrelay.workers import forward
+
+        return forward.run_client(server_config)
     from emailrelay.workers import storage
 
     return storage.run(server_config)

@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, fields
+from typing import TypeVar
 
 from emailrelay.options import Parsed, expand_app
+from emailrelay.smtp_client import ClientSmtpConfig
 
 
 class ConfigError(Exception):
@@ -71,6 +73,25 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class ForwardConfig:
+    """Where and when to forward (OPTIONS.md 2.2 and 2.11, SPEC.md 7)."""
+
+    address: str  # --forward-to, or the --as-client / --as-proxy value
+    at_startup: bool  # --forward or --as-client
+    on_disconnect: bool  # --forward-on-disconnect or --as-proxy
+    poll: int  # seconds; 0 = no polling
+    immediate: bool
+    forward_to_some: bool
+    retry_limit: int  # 0 = no automatic retry
+    retry_interval: int  # seconds
+    connection_timeout: int
+    response_timeout: int
+    prompt_timeout: int
+    client_interface: str | None
+    smtp: ClientSmtpConfig
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Everything the storage worker needs."""
 
@@ -85,11 +106,17 @@ class ServerConfig:
     smtp: SmtpServerConfig
     log: LogConfig
     daemon: bool
+    #: False with --dont-serve or --as-client: no listeners, forward once and exit.
+    serving: bool = True
+    #: None when there is no forward address.
+    forward: ForwardConfig | None = None
     #: Startup warnings (OPTIONS.md 9.2) for cli to print once; the worker does not print them.
     warnings: tuple[str, ...] = ()
     #: Warnings 2.6 only logs (with --log); the worker logs them at startup.
     log_warnings: tuple[str, ...] = ()
 
+
+_Switches = TypeVar("_Switches", SmtpServerConfig, ClientSmtpConfig)
 
 ANONYMOUS_SCOPES = frozenset({"vrfy", "server", "content", "client"})
 SYSLOG_FACILITIES = ("mail", "user", "daemon", *(f"local{n}" for n in range(8)))
@@ -107,7 +134,8 @@ def build(parsed: Parsed) -> ServerConfig:
     check_supported(parsed)
     check_semantics(parsed)
     log = build_log(parsed)
-    smtp, smtp_warnings = smtp_server_config(parsed.items("server-smtp-config"))
+    smtp, smtp_warnings = smtp_config(parsed.items("server-smtp-config"), SmtpServerConfig)
+    forward, client_warnings = forward_config(parsed)
     config = ServerConfig(
         spool_dir=_path(parsed.value("spool-dir")),
         port=number(parsed, "port", DEFAULT_PORT, maximum=65535),
@@ -120,8 +148,10 @@ def build(parsed: Parsed) -> ServerConfig:
         smtp=smtp,
         log=log,
         daemon=not (parsed.flag("no-daemon") or parsed.has("as-client")),
+        serving=not (parsed.flag("dont-serve") or parsed.has("as-client")),
+        forward=forward,
         warnings=tuple(startup_warnings(parsed, log)),
-        log_warnings=tuple(smtp_warnings),
+        log_warnings=tuple(smtp_warnings + client_warnings),
     )
     if config.daemon:
         raise ConfigError("running as a background daemon is not supported yet: use --no-daemon")
@@ -274,17 +304,46 @@ def anonymous_scopes(value: str | None) -> frozenset[str]:
     return frozenset(item.strip() for item in value.split(",")) & ANONYMOUS_SCOPES
 
 
+def forward_config(parsed: Parsed) -> tuple[ForwardConfig | None, list[str]]:
+    """The forwarding settings, or None without a forward address."""
+    address = forward_address(parsed)
+    smtp, warnings = smtp_config(parsed.items("client-smtp-config"), ClientSmtpConfig)
+    if address is None:
+        return None, warnings
+    poll = parsed.value("poll")
+    return ForwardConfig(
+        address=address,
+        at_startup=parsed.flag("forward") or parsed.has("as-client"),
+        on_disconnect=parsed.flag("forward-on-disconnect") or parsed.has("as-proxy"),
+        poll=int(poll) if poll is not None else 0,
+        immediate=parsed.flag("immediate"),
+        forward_to_some=parsed.flag("forward-to-some"),
+        retry_limit=number(parsed, "retry-limit", 0),
+        retry_interval=number(parsed, "retry-interval", 60),
+        connection_timeout=number(parsed, "connection-timeout", 40),
+        response_timeout=number(parsed, "response-timeout", 60),
+        prompt_timeout=number(parsed, "prompt-timeout", 20),
+        client_interface=parsed.value("client-interface"),
+        smtp=smtp,
+    ), warnings
+
+
 def smtp_server_config(items: list[str]) -> tuple[SmtpServerConfig, list[str]]:
-    """Apply ``--server-smtp-config`` items to the defaults.
+    """Apply ``--server-smtp-config`` items to the defaults (see smtp_config)."""
+    return smtp_config(items, SmtpServerConfig)
+
+
+def smtp_config(items: list[str], kind: type[_Switches]) -> tuple[_Switches, list[str]]:
+    """Apply ``--server-smtp-config`` / ``--client-smtp-config`` items to a switch set's defaults.
 
     Returns:
         The switches and the warnings for unknown items (``nolinger`` works
-        and is still reported as unknown, as in 2.6).
+        in the server set and is still reported as unknown, as in 2.6).
     """
-    names = {f.name for f in fields(SmtpServerConfig)}
+    names = {f.name for f in fields(kind)}
     values: dict[str, bool] = {}
     warnings: list[str] = []
-    defaults = SmtpServerConfig()
+    defaults = kind()
     for item in items:
         word = item.strip().lower()
         name, on = word, True
@@ -299,7 +358,7 @@ def smtp_server_config(items: list[str]) -> tuple[SmtpServerConfig, list[str]]:
             warnings.append(f"unknown smtp-config item [{item}]")
         if name in names:
             values[name] = on
-    return SmtpServerConfig(**values), warnings
+    return kind(**values), warnings
 
 
 def build_log(parsed: Parsed) -> LogConfig:

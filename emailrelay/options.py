@@ -218,11 +218,11 @@ EMAILRELAY_OPTIONS = OptionTable(
     ),
     options=(
         # Basic options
-        Option("as-client", "q", "<host:port>", group=BASIC, level=10, since_issue=_FORWARDING,
+        Option("as-client", "q", "<host:port>", group=BASIC, level=10,
                help="Deliver the messages already in the spool to the given server, then exit.",
                detail="Short for --log --no-syslog --no-daemon --dont-serve --forward "
                       "--forward-to=<host:port>."),
-        Option("as-proxy", "y", "<host:port>", group=BASIC, level=10, since_issue=_FORWARDING,
+        Option("as-proxy", "y", "<host:port>", group=BASIC, level=10,
                help="Run in the background, storing incoming mail and passing it on to the given "
                     "server when each client disconnects.",
                detail="Short for --log --close-stderr --forward-on-disconnect --forward-to=<host:port>."),
@@ -238,46 +238,46 @@ EMAILRELAY_OPTIONS = OptionTable(
         Option("version", "V", group=BASIC, level=20,
                help="Show the version and exit; add --verbose for the build features."),
         # SMTP client options
-        Option("client-smtp-config", "c", "<config>", group=CLIENT, multi=True, since_issue=_FORWARDING,
+        Option("client-smtp-config", "c", "<config>", group=CLIENT, multi=True,
                help="Switch SMTP client protocol features on or off.",
                detail="A comma list of pipelining, smtputf8strict, eightbitstrict and binarymimestrict, "
                       "each with an optional + or - in front."),
-        Option("forward", "f", group=CLIENT, since_issue=_FORWARDING,
+        Option("forward", "f", group=CLIENT,
                help="Forward the spooled messages as soon as the program starts.",
                detail="Requires --forward-to."),
-        Option("forward-on-disconnect", "1", group=CLIENT, since_issue=_FORWARDING,
+        Option("forward-on-disconnect", "1", group=CLIENT,
                help="Forward the spooled messages each time an SMTP client disconnects.",
                detail="Requires --forward-to."),
-        Option("forward-to", "o", "<host:port>", group=CLIENT, since_issue=_FORWARDING,
+        Option("forward-to", "o", "<host:port>", group=CLIENT,
                help="Send forwarded messages to this SMTP server.",
                detail="The address may be host:port, [ipv6]:port or the path of a unix-domain socket."),
-        Option("poll", "O", "<period>", group=CLIENT, since_issue=_FORWARDING,
+        Option("poll", "O", "<period>", group=CLIENT,
                help="Forward the spooled messages every so many seconds.",
                detail="The period must be a whole number of seconds above zero."),
         Option("client-filter", "Y", "<program>", group=CLIENT, multi=True, since_issue=_FORWARDING,
                help="Run this filter on each message just before it is forwarded.",
                detail="Requires --forward-to. Several filters form a chain."),
-        Option("client-interface", "6", "<ip-address>", group=CLIENT, since_issue=_FORWARDING,
+        Option("client-interface", "6", "<ip-address>", group=CLIENT,
                help="Make outgoing connections from this local address."),
-        Option("connection-timeout", "U", "<time>", group=CLIENT, default="40", since_issue=_FORWARDING,
+        Option("connection-timeout", "U", "<time>", group=CLIENT, default="40",
                help="Give up connecting to the next server after this many seconds.",
                detail="Also limits TLS handshakes."),
         Option("idle-timeout", None, "<time>", group=CLIENT, default="60",
                help="Drop an incoming session that has been silent for this many seconds."),
-        Option("response-timeout", "T", "<time>", group=CLIENT, default="60", since_issue=_FORWARDING,
+        Option("response-timeout", "T", "<time>", group=CLIENT, default="60",
                help="Give up waiting for a reply from the next server after this many seconds."),
-        Option("forward-to-all", None, group=CLIENT, since_issue=_FORWARDING,
+        Option("forward-to-all", None, group=CLIENT,
                help="Fail a message unless every recipient is accepted by the next server "
                     "(this is already the default)."),
-        Option("forward-to-some", None, group=CLIENT, since_issue=_FORWARDING,
+        Option("forward-to-some", None, group=CLIENT,
                help="Send to the recipients the next server accepts even when it refuses others."),
         Option("immediate", "m", group=CLIENT, level=31, since_issue=_FORWARDING,
                help="Forward each message while the submitting client waits for its reply.",
                detail="Clients may time out: --forward-on-disconnect is usually better."),
-        Option("retry-limit", None, "<count>", group=CLIENT, default="0", since_issue=_FORWARDING,
+        Option("retry-limit", None, "<count>", group=CLIENT, default="0",
                help="Give a failed message this many more tries when its failure was temporary.",
                detail="0 turns retries off. Messages refused with a 5xx reply are never retried."),
-        Option("retry-interval", None, "<time>", group=CLIENT, default="60", since_issue=_FORWARDING,
+        Option("retry-interval", None, "<time>", group=CLIENT, default="60",
                help="Wait this many seconds before the first retry, doubling for each later one.",
                detail="The wait is never longer than 3600 seconds."),
         # SMTP server options
@@ -309,7 +309,7 @@ EMAILRELAY_OPTIONS = OptionTable(
                help="Listen only on these addresses.",
                detail="Items may be qualified with smtp=, pop= or admin=. Without this option every "
                       "address is used (0.0.0.0 and ::)."),
-        Option("prompt-timeout", "w", "<time>", group=SERVER, default="20", since_issue=_FORWARDING,
+        Option("prompt-timeout", "w", "<time>", group=SERVER, default="20",
                help="Go ahead without the next server's greeting after this many seconds."),
         Option("server-smtp-config", "Z", "<config>", group=SERVER, multi=True,
                help="Switch SMTP server protocol features on or off.",
@@ -381,7 +381,7 @@ EMAILRELAY_OPTIONS = OptionTable(
         Option("tls-config", "9", "<options>", group=TLS, multi=True, since_issue=_POLICY,
                help="Tune the TLS library, e.g. tlsv1.3 for a minimum protocol version."),
         # Process options
-        Option("dont-serve", "x", group=PROCESS, since_issue=_FORWARDING,
+        Option("dont-serve", "x", group=PROCESS,
                help="Listen for nothing; just forward and exit."),
         Option("localedir", None, "<dir>", group=PROCESS, since_issue=_PROCESS,
                help="Translate messages using the catalogues under this directory."),
@@ -482,6 +482,83 @@ SUBMIT_OPTIONS = OptionTable(
                help="Show help and exit; add --verbose for every option."),
         Option("debug", None,
                help="Log debugging detail to the standard error stream."),
+    ),
+)
+
+# ---------------------------------------------------------------------------
+# The emailrelay-resubmit table (SPEC.md sections 0 and 10.4)
+
+#: A failed message with this many Reason lines stays failed (the 2.6 scripts' limit).
+RESUBMIT_LIMIT = 5
+
+RESUBMIT_OPTIONS = OptionTable(
+    command="emailrelay-resubmit",
+    summary="return failed messages in an emailrelay spool directory to the queue",
+    operands="[<spool-dir>]",
+    examples=(
+        ("Retry every failed message that has failed fewer than five times:",
+         "emailrelay-resubmit /var/spool/emailrelay"),
+        ("Show what would be retried, one line per message:",
+         "emailrelay-resubmit --dry-run --verbose"),
+    ),
+    options=(
+        Option("spool-dir", "s", "<dir>", level=20,
+               help="Resubmit the failed messages in this spool directory.",
+               detail="The same as giving the directory after the options. Defaults to the same "
+                      "directory as emailrelay uses."),
+        Option("id", "i", "<message-id>", level=20, multi=True,
+               help="Resubmit only this message (emailrelay.<pid>.<secs>.<seq>).",
+               detail="Without it every failed message in the spool directory is considered."),
+        Option("limit", "l", "<count>", level=20, default=str(RESUBMIT_LIMIT),
+               help="Leave a message failed once it has failed this many times.",
+               detail="A failure is one X-MailRelay-Reason line in the envelope. 0 means no limit."),
+        Option("dry-run", "n", level=20,
+               help="Change nothing; say what would be done."),
+        Option("verbose", "v", level=20,
+               help="Print one line per message, or show more help with --help."),
+        Option("quiet", "q", level=20,
+               help="Do not print the summary line."),
+        Option("version", "V", level=20,
+               help="Show the version and exit."),
+        Option("help", "h", level=20,
+               help="Show help and exit; add --verbose for every option."),
+    ),
+)
+
+# ---------------------------------------------------------------------------
+# The emailrelay-passwd table (SPEC.md section 5.6)
+
+PASSWD_OPTIONS = OptionTable(
+    command="emailrelay-passwd",
+    summary="encode a password for an emailrelay secrets file",
+    examples=(
+        ("Read a password from the standard input and print its masked MD5 key:",
+         "emailrelay-passwd"),
+        ("Print the xtext form for a plain secrets line:",
+         "emailrelay-passwd --hash=NONE --password=secret"),
+    ),
+    options=(
+        Option("hash", "H", "<function>", level=10, default="MD5",
+               help="Hash function: MD5, SHA1 or SHA256, or NONE for plain xtext encoding.",
+               detail="Upper or lower case."),
+        Option("password", "p", "<pwd>", level=20,
+               help="Take the password from the command line instead of the standard input.",
+               detail="Other users may see it in the process table, and it may stay in the shell's "
+                      "history."),
+        Option("base64", "b", level=20,
+               help="The password is base64-encoded: decode it first."),
+        Option("dotted", "d", level=20,
+               help="Print the MD5 key as eight dotted decimal numbers (the old format)."),
+        Option("verbose", "v", level=30,
+               help="Show every option with --help."),
+        Option("tls", "t", level=HIDDEN,
+               help="Accepted for compatibility and ignored: SHA1 and SHA256 are always available."),
+        Option("tls-config", "T", "<config>", level=HIDDEN,
+               help="Accepted for compatibility and ignored."),
+        Option("version", "V", level=20,
+               help="Show the version and exit."),
+        Option("help", "h", level=10,
+               help="Show help and exit; add --verbose for every option."),
     ),
 )
 

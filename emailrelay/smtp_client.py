@@ -428,4 +428,6 @@ class SmtpClient:
 
 
 def _strerror(e: OSError) -> str:
+    if e.errno:
+        return os.strerror(e.errno).lower()
     return (e.strerror or str(e) or type(e).__name__).lower()

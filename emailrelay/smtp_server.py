@@ -85,8 +85,11 @@ class SmtpServer:
         settings: ServerSettings,
         make_handler: Callable[[], Handler],
         log: Log,
+        *,
+        on_session_end: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_session_end = on_session_end
         self.make_handler = make_handler
         self.log = log
         self._servers: list[asyncio.AbstractServer] = []
@@ -194,6 +197,8 @@ class SmtpServer:
             session.close()
             self.sessions_finished += 1
             log.info(f"smtp connection closed: {reason}")
+            if self.on_session_end is not None and reason != "shutting down":
+                self.on_session_end()
             try:
                 writer.close()
             except Exception:  # noqa: BLE001 - the transport may be gone already

@@ -20,8 +20,11 @@ Concurrent asyncio commits share directory fsyncs (durable.DirectorySyncer).
 
 Recovery (`Spool.recover`) removes what dead writers left behind: a
 ``.envelope.new`` or an envelope-less ``.content`` whose id's pid is not a
-live process (or is a later process that re-used the pid).  `.busy`
-recovery belongs to the forwarder's issue and is not here yet.
+live process (or is a later process that re-used the pid).  A forwarder
+claims a message by locking its envelope (flock) and renaming it to
+``.busy``, and holds the lock until the message is delivered, released or
+failed; `Spool.recover_busy` returns ``.busy`` files whose lock nobody
+holds to READY.
 
 Errors are OSError (with the file name) or SpoolError; the partial files of a
 failed commit are removed before the error propagates, so a failure never
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import fcntl
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -224,6 +228,24 @@ class NewMessage:
             os.close(fd)
 
 
+class Claim:
+    """A message this process is forwarding: its BUSY file and the lock on it."""
+
+    def __init__(self, msg_id: str, fd: int, path: Path) -> None:
+        self.id = msg_id
+        self.fd = fd
+        self.path = path
+
+    def replace_fd(self, fd: int) -> None:
+        old, self.fd = self.fd, fd
+        os.close(old)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+
 class Spool:
     """One spool directory, with its own message-id sequence counter."""
 
@@ -326,6 +348,108 @@ class Spool:
         """Delete a message: envelope first, so it is never READY without content."""
         _unlink_quietly(self.envelope_path(msg_id, state))
         _unlink_quietly(self.content_path(msg_id))
+
+    # forwarding: claim, then exactly one of deliver, release, fail
+
+    def claim(self, msg_id: str) -> Claim | None:
+        """Take a READY message for forwarding: lock it, rename it to BUSY.
+
+        The advisory lock (flock) is taken on the READY file before the
+        rename and held until the claim ends, so a BUSY file whose lock is
+        free belongs to nobody (`recover_busy`).  Returns None if another
+        process has it or it has gone.
+        """
+        path = self.envelope_path(msg_id, State.READY)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(path, self.envelope_path(msg_id, State.BUSY))
+        except (BlockingIOError, FileNotFoundError):
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return Claim(msg_id, fd, self.envelope_path(msg_id, State.BUSY))
+
+    def read_claimed(self, claim: Claim) -> bytes:
+        """The claimed envelope's bytes (read through the locked descriptor)."""
+        size = os.fstat(claim.fd).st_size
+        return os.pread(claim.fd, size, 0)
+
+    def deliver(self, claim: Claim) -> None:
+        """The message has gone: remove the envelope, then the content."""
+        _unlink_quietly(claim.path)
+        _unlink_quietly(self.content_path(claim.id))
+        claim.close()
+
+    def release(self, claim: Claim) -> None:
+        """Give a message back unchanged: BUSY -> READY."""
+        try:
+            os.rename(claim.path, self.envelope_path(claim.id, State.READY))
+        except FileNotFoundError:
+            pass  # deleted under us (by a client filter, say): nothing to give back
+        claim.close()
+
+    def fail(self, claim: Claim, reason: bytes, *, rewrite: bytes | None = None) -> None:
+        """BUSY -> BAD with reason lines appended (SPEC.md 7.6).
+
+        `reason` is the bytes to append (envelope.reason_lines and any
+        extra lines); `rewrite`, if given, replaces the envelope first (a
+        changed recipient list), written and fsynced under a locked temporary
+        name and renamed over the BUSY file, so the lock is never lost.
+        """
+        if rewrite is not None:
+            temp = self.directory / (claim.path.name + ".tmp")
+            _unlink_quietly(temp)  # left by a crash mid-rewrite
+            fd = durable.create_exclusive(temp)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                durable.write_all(fd, rewrite)
+                os.rename(temp, claim.path)
+            except BaseException:
+                os.close(fd)
+                _unlink_quietly(temp)
+                raise
+            claim.replace_fd(fd)
+        end = os.lseek(claim.fd, 0, os.SEEK_END)
+        os.pwrite(claim.fd, reason, end)
+        if self._fsync:
+            os.fsync(claim.fd)
+        os.rename(claim.path, self.envelope_path(claim.id, State.BAD))
+        if self._fsync:
+            durable.fsync_directory(self.directory)
+        claim.close()
+
+    def recover_busy(self, *, log: Callable[[str], None] = lambda _: None) -> list[str]:
+        """Return BUSY messages that no live process holds to READY."""
+        recovered = []
+        for msg_id in self.ids(State.BUSY):
+            path = self.envelope_path(msg_id, State.BUSY)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue  # a live forwarder has it
+            try:
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    os.rename(path, self.envelope_path(msg_id, State.READY))
+                    log(f"returned a message that a dead process was forwarding: {msg_id}")
+                    recovered.append(msg_id)
+            except FileNotFoundError:
+                pass
+            finally:
+                os.close(fd)
+        if recovered and self._fsync:
+            durable.fsync_directory(self.directory)
+        return recovered
 
     def copy_to_subdirectories(self, msg_id: str) -> int:
         """Copy a READY envelope into every sub-directory (``submit --copy``).

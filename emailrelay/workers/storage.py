@@ -20,18 +20,14 @@ import asyncio
 import os
 import signal
 import socket
-import sys
-from pathlib import Path
 
-from emailrelay import COMPATIBLE_VERSION, __version__, durable
 from emailrelay.config import ServerConfig
 from emailrelay.envelope import Envelope
-from emailrelay.log import Log, LogSettings
+from emailrelay.log import Log
 from emailrelay.smtp_protocol import BODY_TO_CONTENT, Session, SessionConfig, Transaction
 from emailrelay.smtp_server import ServerSettings, SmtpServer, bind, format_address
-from emailrelay.spool import Spool, SpoolError, check_spool_dir, default_spool_dir
-
-VERSION_TEXT = f"emailrelay {__version__} (E-MailRelay {COMPATIBLE_VERSION} compatible)"
+from emailrelay.spool import Spool
+from emailrelay.workers import runtime
 
 
 class SpoolHandler:
@@ -73,59 +69,22 @@ class SpoolHandler:
             transaction.message = None
 
 
-def default_domain() -> str:
-    """The host's canonical name from a DNS lookup, as E-MailRelay does.
-
-    If the lookup fails, ``<host>.localnet`` (2.6's ``<host>:0.localnet``
-    quirk fixed).
-    """
-    host = socket.gethostname().split(".", 1)[0] or os.environ.get("HOSTNAME", "") or "localhost"
-    try:
-        info = socket.getaddrinfo(host, None, flags=socket.AI_CANONNAME)
-    except OSError:
-        return f"{host}.localnet"
-    canonical = info[0][3] if info and info[0][3] else ""
-    return canonical or f"{host}.localnet"
-
-
-def log_settings(config: ServerConfig) -> LogSettings:
-    c = config.log
-    return LogSettings(
-        program=c.program,
-        enabled=c.enabled,
-        verbose=c.verbose,
-        debug=c.debug,
-        file=c.file,
-        time=c.time,
-        syslog=c.syslog,
-        facility=c.facility,
-    )
-
-
 def run(config: ServerConfig) -> int:
     """Run the storage server until a terminating signal; returns the exit code."""
-    durable.set_umask(0o007)
-    log = Log(log_settings(config))
-    for warning in config.log_warnings:
-        log.warning(warning)
-    program = config.log.program
+    log = runtime.open_log(config)
     try:
-        spool_dir = Path(config.spool_dir) if config.spool_dir else default_spool_dir()
-        check_spool_dir(spool_dir)
-    except (SpoolError, OSError) as e:
-        _fatal(program, str(e))
-        return 1
-    spool = Spool(spool_dir.absolute())
-    log.info(f"spool directory: {spool.directory}")
-    spool.recover(log=log.info)
-    try:
-        sockets = bind(list(config.interfaces), config.port)
-    except OSError as e:
-        _fatal(program, f"socket bind error: {(e.strerror or str(e)).lower()}")
-        return 2
+        spool = runtime.open_spool(config, log)
+        try:
+            sockets = bind(list(config.interfaces), config.port)
+        except OSError as e:
+            raise runtime.StartupError(f"socket bind error: {(e.strerror or str(e)).lower()}", 2) from None
+    except runtime.StartupError as e:
+        runtime.fatal(config.log.program, str(e))
+        return e.code
+    domain = config.domain or runtime.default_domain()
     session = SessionConfig(
-        domain=config.domain or default_domain(),
-        version_text=VERSION_TEXT,
+        domain=domain,
+        version_text=runtime.VERSION_TEXT,
         size=config.size,
         pipelining=config.smtp.pipelining,
         chunking=config.smtp.chunking,
@@ -141,14 +100,20 @@ def run(config: ServerConfig) -> int:
         log_address=config.log.address,
         log_port=config.log.port,
     )
-    server = SmtpServer(settings, lambda: SpoolHandler(spool, log), log)
     try:
-        return asyncio.run(_serve(server, sockets, log, config.log.close_stderr))
+        return asyncio.run(_serve(config, settings, spool, sockets, log, domain))
     except KeyboardInterrupt:
         return 130
 
 
-async def _serve(server: SmtpServer, sockets: list[socket.socket], log: Log, close_stderr: bool) -> int:
+async def _serve(
+    config: ServerConfig,
+    settings: ServerSettings,
+    spool: Spool,
+    sockets: list[socket.socket],
+    log: Log,
+    domain: str,
+) -> int:
     loop = asyncio.get_running_loop()
     stopping: asyncio.Future[int] = loop.create_future()
 
@@ -159,20 +124,49 @@ async def _serve(server: SmtpServer, sockets: list[socket.socket], log: Log, clo
     for signo in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         loop.add_signal_handler(signo, on_signal, signo)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    forwarder = None
+    forward = config.forward
+    on_session_end = None
+    if forward is not None:
+        from emailrelay.workers.forward import Forwarder
+
+        forwarder = Forwarder(spool, runtime.forward_settings(config, domain), log)
+        if forward.on_disconnect:
+            on_session_end = lambda: forwarder.request("client disconnect")  # noqa: E731
+    server = SmtpServer(settings, lambda: SpoolHandler(spool, log), log, on_session_end=on_session_end)
     addresses = [s.getsockname() for s in sockets]
     await server.start(sockets)
     for address in addresses:
         log.info(f"smtp server on {format_address(address[0], address[1])}")
-    if close_stderr:
+    if forward is not None:
+        log.verbose(f"forwarding to {forward.address}")
+    if config.log.close_stderr:
         _close_stderr()
+    poller = None
+    if forwarder is not None:
+        if forward.at_startup:
+            forwarder.request("startup")
+        if forward.poll:
+            poller = loop.create_task(_poll(forwarder, forward.poll))
     signo = await stopping
     log.info(f"stopping: {signal.Signals(signo).name}")
+    if poller is not None:
+        poller.cancel()
     try:
         async with asyncio.timeout(10):
             await server.stop()
+            if forwarder is not None:
+                await forwarder.stop()
     except TimeoutError:
         log.warning("shutdown deadline passed: some sessions did not end")
     return 128 + signo
+
+
+async def _poll(forwarder: object, period: int) -> None:
+    """Request a forwarding run every `period` seconds (the timer restarts each tick)."""
+    while True:
+        await asyncio.sleep(period)
+        forwarder.request("poll")  # type: ignore[attr-defined]
 
 
 def _close_stderr() -> None:
@@ -180,7 +174,3 @@ def _close_stderr() -> None:
     os.dup2(devnull, 2)
     os.close(devnull)
 
-
-def _fatal(program: str, text: str) -> None:
-    sys.stderr.write(f"{program}: error: {text}\n")
-    sys.stderr.flush()

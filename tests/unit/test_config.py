@@ -137,11 +137,11 @@ def test_the_real_9_1_errors_through_build() -> None:
 
 def test_not_supported_yet() -> None:
     assert error("--pop") == "--pop is not supported yet"
-    assert error("--no-daemon", "--forward-to=a:25", "--pop") == "--forward-to is not supported yet"
-    assert error("--as-client=a:25") == "--as-client is not supported yet"
+    assert error("--no-daemon", "--client-tls", "--pop") == "--client-tls is not supported yet"
+    assert error("--as-client=a:25", "--immediate") == "--immediate is not supported yet"
     assert error("--localedir=/x", "-t") == "--localedir is not supported yet"
     assert error("--pid-file=/x", "-t") == "--pid-file is not supported yet"
-    assert error("--pop=no", "--dont-serve=no", "--retry-limit=2") == "--retry-limit is not supported yet"
+    assert error("--pop=no", "--dont-serve=no", "--client-auth=x") == "--client-auth is not supported yet"
 
 
 def test_every_unimplemented_option_is_refused() -> None:

@@ -1,0 +1,332 @@
+"""The forwarding worker: passes READY messages from the spool to the next hop.
+
+A `Forwarder` runs forwarding runs over one spool, one at a time: a request
+that arrives during a run (poll, client disconnect, admin) is remembered and
+starts one more run afterwards (SPEC.md 7.1).  A run takes a snapshot of the
+READY ids in name order and, for each, claims it (spool.claim: lock and
+rename to BUSY), reads the envelope, sends it on a connection that is
+reused for as long as the next hop stays the same, and then:
+
+- delivered -> the files are removed;
+- refused (a 4xx or 5xx reply to MAIL, RCPT or the content), a local
+  problem (no remote recipients, corrupt envelope, missing content, a server
+  that cannot take the message) -> BAD with the reason and reason code
+  appended, plus an ``X-MailRelay-ReasonKind: temporary|permanent`` line
+  that E-MailRelay's reader ignores, for the opt-in retry;
+- the default next hop cannot be reached -> the message goes back to READY
+  and the run ends with that error; a routed ``ForwardToAddress`` that cannot
+  be reached is skipped for the rest of the run (its messages stay READY);
+- the connection breaks after connecting -> that message goes BAD
+  (temporary) and the run ends.
+
+Retry (SPEC.md section 0, opt-in with --retry-limit): BAD messages whose
+last failure was temporary go back to READY after --retry-interval seconds,
+doubling per failure and capped at an hour, until they have failed
+retry-limit + 1 times; never after a 5xx.
+
+`run_client(config)` is the ``--as-client`` / ``--dont-serve`` process:
+one run, then exit 0, or 1 with ``error: <reason>`` when the run was cut
+short by a connection failure.
+
+Not here: SMTP details (smtp_client.py), file names (spool.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+
+from emailrelay.config import ServerConfig
+from emailrelay.envelope import Envelope, EnvelopeError, parse, reason_lines, serialise
+from emailrelay.log import Log
+from emailrelay.smtp_client import ClientSettings, ConnectError, SmtpClient, SmtpError
+from emailrelay.spool import Claim, Spool, State
+from emailrelay.workers import runtime
+
+RETRY_CAP = 3600.0
+KIND_KEY = "X-MailRelay-ReasonKind"
+
+
+@dataclass(frozen=True)
+class ForwardSettings:
+    forward_to: str
+    client: ClientSettings
+    forward_to_some: bool = False
+    retry_limit: int = 0
+    retry_interval: float = 60.0
+
+
+@dataclass
+class RunResult:
+    """What one forwarding run did; `error` is set when it was cut short."""
+
+    sent: int = 0
+    failed: int = 0
+    error: str = ""
+    messages: int = 0
+    ids: list[str] = field(default_factory=list)
+
+
+class Forwarder:
+    """Forwarding runs over one spool, one at a time."""
+
+    def __init__(self, spool: Spool, settings: ForwardSettings, log: Log) -> None:
+        self.spool = spool
+        self.settings = settings
+        self.log = log
+        self._task: asyncio.Task[None] | None = None
+        self._pending: str | None = None
+        self._retry_timer: asyncio.TimerHandle | None = None
+        self.runs = 0
+
+    # triggers
+
+    def request(self, reason: str) -> None:
+        """Ask for a forwarding run (the entry point for poll, disconnect, admin)."""
+        if self._task is not None and not self._task.done():
+            self._pending = self._pending or reason
+            return
+        self._task = asyncio.get_running_loop().create_task(self._loop(reason))
+
+    async def _loop(self, reason: str) -> None:
+        next_reason: str | None = reason
+        while next_reason is not None:
+            try:
+                await self.run(next_reason)
+            except Exception as e:  # a bug must not stop later runs
+                self.log.error(f"forwarding: internal error: {type(e).__name__}: {e}")
+            next_reason, self._pending = self._pending, None
+
+    async def idle(self) -> None:
+        """Wait until no run is in progress or pending."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    async def stop(self) -> None:
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    # one run
+
+    async def run(self, reason: str) -> RunResult:
+        self.runs += 1
+        self.log.info(f"forwarding: {reason}")
+        self.spool.recover_busy(log=self.log.info)
+        self._retry_due()
+        result = RunResult()
+        ids = self.spool.ids(State.READY)
+        result.messages = len(ids)
+        if not ids:
+            self.log.info("forwarding: no messages to send")
+            self._schedule_retry()
+            return result
+        client: SmtpClient | None = None
+        unreachable: set[str] = set()
+        try:
+            for msg_id in ids:
+                claim = self.spool.claim(msg_id)
+                if claim is None:
+                    continue
+                client, stop = await self._forward_one(claim, client, unreachable, result)
+                if stop:
+                    break
+        finally:
+            if client is not None:
+                await client.quit()
+        if result.error:
+            self.log.error(f"forwarding: {result.error}")
+        self.log.info(f"forwarding: done: {result.sent} sent, {result.failed} failed")
+        self._schedule_retry()
+        return result
+
+    async def _forward_one(
+        self, claim: Claim, client: SmtpClient | None, unreachable: set[str], result: RunResult
+    ) -> tuple[SmtpClient | None, bool]:
+        """Forward one claimed message; returns the client to reuse and whether to stop."""
+        try:
+            envelope = parse(self.spool.read_claimed(claim))
+        except EnvelopeError as e:
+            self._fail(claim, None, f"invalid envelope: {e}", 0, temporary=False, result=result)
+            return client, False
+        content = self.spool.content_path(claim.id)
+        if not content.exists():
+            self._fail(claim, envelope, "content file missing", 0, temporary=False, result=result)
+            return client, False
+        if not envelope.to_remote:
+            self._fail(claim, envelope, "no remote recipients", 0, temporary=False, result=result)
+            return client, False
+        address = envelope.forward_to_address or self.settings.forward_to
+        if address in unreachable:
+            self.spool.release(claim)
+            return client, False
+        if client is not None and client.address != address:
+            await client.quit()
+            client = None
+        if client is None:
+            client = SmtpClient(self.settings.client, self.log)
+            try:
+                await client.connect(address)
+            except ConnectError as e:
+                client.close()
+                self.spool.release(claim)
+                if address == self.settings.forward_to:
+                    result.error = str(e)
+                    return None, True
+                self.log.warning(f"forwarding: {e}: skipping its messages in this run")
+                unreachable.add(address)
+                return None, False
+            except SmtpError as e:
+                client.close()
+                self._fail(claim, envelope, str(e), e.code, temporary=True, result=result)
+                result.error = str(e)
+                return None, True
+        why = client.unsendable(envelope)
+        if why:
+            self._fail(claim, envelope, why, 0, temporary=False, result=result)
+            return client, False
+        try:
+            delivery = await client.send(envelope, content, some=self.settings.forward_to_some)
+        except SmtpError as e:
+            client.close()
+            self._fail(claim, envelope, str(e), e.code, temporary=True, result=result)
+            result.error = str(e)
+            return None, True
+        except OSError as e:  # the content file went away or cannot be read
+            client.close()
+            reason = f"cannot read content: {(e.strerror or str(e)).lower()}"
+            self._fail(claim, envelope, reason, 0, temporary=False, result=result)
+            return None, False
+        if delivery.delivered:
+            self.spool.deliver(claim)
+            result.sent += 1
+            self.log.info(f"forwarding: {claim.id}: sent")
+            return client, False
+        rewrite = None
+        if self.settings.forward_to_some and delivery.accepted and delivery.rejected:
+            rewrite = _with_recipients(envelope, [r for r, _ in delivery.rejected])
+        temporary = 400 <= delivery.code < 500
+        self._fail(claim, envelope, delivery.reason, delivery.code, temporary=temporary, result=result, rewrite=rewrite)
+        return client, False
+
+    def _fail(
+        self,
+        claim: Claim,
+        envelope: Envelope | None,
+        reason: str,
+        code: int,
+        *,
+        temporary: bool,
+        result: RunResult,
+        rewrite: bytes | None = None,
+    ) -> None:
+        crlf = envelope.crlf if envelope is not None else True
+        eol = "\r\n" if crlf else "\n"
+        kind = "temporary" if temporary else "permanent"
+        lines = reason_lines(reason, code, crlf) + f"{KIND_KEY}: {kind}{eol}".encode()
+        try:
+            self.spool.fail(claim, lines, rewrite=rewrite)
+        except FileNotFoundError:
+            claim.close()  # deleted under us: nothing left to fail
+        except OSError as e:
+            self.log.error(f"forwarding: {claim.id}: cannot record the failure: {e}")
+            claim.close()
+            return
+        result.failed += 1
+        self.log.warning(f"forwarding: {claim.id}: failed: {reason}" + (f" ({code})" if code else ""))
+
+    # opt-in retry of temporary failures
+
+    def _retry_state(self, msg_id: str) -> float | None:
+        """When a BAD message may be retried (a time.time()), or None if never."""
+        path = self.spool.envelope_path(msg_id, State.BAD)
+        try:
+            data = path.read_bytes()
+            mtime = path.stat().st_mtime
+            envelope = parse(data)
+        except (OSError, EnvelopeError):
+            return None
+        kinds = [line.split(":", 1)[1].strip() for line in envelope.extra_lines if line.startswith(KIND_KEY + ":")]
+        failures = envelope.reason_count
+        if not kinds or kinds[-1] != "temporary" or failures > self.settings.retry_limit:
+            return None
+        delay = min(self.settings.retry_interval * 2 ** max(failures - 1, 0), RETRY_CAP)
+        return mtime + delay
+
+    def _retry_due(self) -> None:
+        if self.settings.retry_limit <= 0:
+            return
+        now = time.time()
+        for msg_id in self.spool.ids(State.BAD):
+            due = self._retry_state(msg_id)
+            if due is not None and due <= now:
+                try:
+                    self.spool.rename(msg_id, State.BAD, State.READY)
+                    self.log.info(f"forwarding: {msg_id}: retrying after a temporary failure")
+                except FileNotFoundError:
+                    pass
+
+    def _schedule_retry(self) -> None:
+        if self.settings.retry_limit <= 0:
+            return
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
+        dues = [d for d in (self._retry_state(i) for i in self.spool.ids(State.BAD)) if d is not None]
+        if dues:
+            delay = max(min(dues) - time.time(), 0.0) + 0.05
+            self._retry_timer = asyncio.get_running_loop().call_later(delay, self.request, "retry")
+
+
+def _with_recipients(envelope: Envelope, recipients: list[str]) -> bytes:
+    """The envelope rewritten with only these remote recipients (for --forward-to-some)."""
+    return serialise(dataclasses.replace(envelope, to_remote=list(recipients), to_local=[]))
+
+
+def run_client(config: ServerConfig) -> int:
+    """The ``--as-client`` / ``--dont-serve`` process: at most one run, then exit.
+
+    Exit 0 when the run finished (even if some messages failed), 1 with
+    ``<prog>: error: <reason>`` when it was cut short by a connection
+    failure, and 0 with ``nothing to do`` / ``no messages to send`` when
+    there is no work (OPTIONS.md 7.1 and 7.6).
+    """
+    program = config.log.program
+    log = runtime.open_log(config)
+    try:
+        spool = runtime.open_spool(config, log)
+    except runtime.StartupError as e:
+        runtime.fatal(program, str(e))
+        return e.code
+    forward = config.forward
+    if forward is None or not (forward.at_startup or forward.poll):
+        sys.stderr.write(f"{program}: nothing to do\n")
+        return 0
+    if not forward.poll and not spool.ids(State.READY):
+        sys.stderr.write(f"{program}: no messages to send\n")
+        return 0
+    settings = runtime.forward_settings(config, config.domain or runtime.default_domain())
+    try:
+        return asyncio.run(_client_main(spool, settings, log, forward.poll))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _client_main(spool: Spool, settings: ForwardSettings, log: Log, poll: int) -> int:
+    forwarder = Forwarder(spool, settings, log)
+    result = await forwarder.run("startup")
+    while poll:  # --dont-serve --poll: keep polling until killed
+        await asyncio.sleep(poll)
+        result = await forwarder.run("poll")
+    if result.error:
+        runtime.fatal(log.settings.program, result.error)
+        return 1
+    return 0

@@ -1,0 +1,110 @@
+"""What every worker process does the same way at start-up.
+
+Open the log from the configuration, find and check the spool directory
+(one-line error, exit 1), clean up after dead writers and forwarders, work
+out the domain name, and build the forwarding settings.  Workers call these
+in their `run`; nothing here serves or forwards mail.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+from emailrelay import COMPATIBLE_VERSION, __version__, durable
+from emailrelay.config import ServerConfig
+from emailrelay.log import Log, LogSettings
+from emailrelay.smtp_client import ClientSettings
+from emailrelay.spool import Spool, SpoolError, check_spool_dir, default_spool_dir
+
+VERSION_TEXT = f"emailrelay {__version__} (E-MailRelay {COMPATIBLE_VERSION} compatible)"
+
+
+class StartupError(Exception):
+    """A worker cannot start; str() is the one-line reason, `code` the exit code."""
+
+    def __init__(self, reason: str, code: int = 1) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+def open_log(config: ServerConfig) -> Log:
+    """The process log; configuration warnings that 2.6 logs are logged here."""
+    durable.set_umask(0o007)
+    c = config.log
+    log = Log(
+        LogSettings(
+            program=c.program,
+            enabled=c.enabled,
+            verbose=c.verbose,
+            debug=c.debug,
+            file=c.file,
+            time=c.time,
+            syslog=c.syslog,
+            facility=c.facility,
+        )
+    )
+    for warning in config.log_warnings:
+        log.warning(warning)
+    return log
+
+
+def open_spool(config: ServerConfig, log: Log) -> Spool:
+    """Check the spool directory and recover it; raises StartupError."""
+    try:
+        directory = Path(config.spool_dir) if config.spool_dir else default_spool_dir()
+        check_spool_dir(directory)
+    except (SpoolError, OSError) as e:
+        raise StartupError(str(e)) from None
+    spool = Spool(directory.absolute())
+    log.info(f"spool directory: {spool.directory}")
+    spool.recover(log=log.info)
+    spool.recover_busy(log=log.info)
+    return spool
+
+
+def default_domain() -> str:
+    """The host's canonical name from a DNS lookup, as E-MailRelay does.
+
+    If the lookup fails, ``<host>.localnet`` (2.6's ``<host>:0.localnet``
+    quirk fixed).
+    """
+    host = socket.gethostname().split(".", 1)[0] or os.environ.get("HOSTNAME", "") or "localhost"
+    try:
+        info = socket.getaddrinfo(host, None, flags=socket.AI_CANONNAME)
+    except OSError:
+        return f"{host}.localnet"
+    canonical = info[0][3] if info and info[0][3] else ""
+    return canonical or f"{host}.localnet"
+
+
+def forward_settings(config: ServerConfig, domain: str):  # noqa: ANN201 - ForwardSettings
+    """The forwarder's settings, or None without a forward address."""
+    from emailrelay.workers.forward import ForwardSettings
+
+    f = config.forward
+    if f is None:
+        return None
+    client = ClientSettings(
+        domain=domain,
+        connection_timeout=f.connection_timeout,
+        response_timeout=f.response_timeout,
+        prompt_timeout=f.prompt_timeout,
+        client_interface=f.client_interface,
+        smtp=f.smtp,
+    )
+    return ForwardSettings(
+        forward_to=f.address,
+        client=client,
+        forward_to_some=f.forward_to_some,
+        retry_limit=f.retry_limit,
+        retry_interval=f.retry_interval,
+    )
+
+
+def fatal(program: str, text: str) -> None:
+    """The one-line error of a worker that cannot start (stderr, whatever the log)."""
+    sys.stderr.write(f"{program}: error: {text}\n")
+    sys.stderr.flush()
