@@ -271,7 +271,7 @@ EMAILRELAY_OPTIONS = OptionTable(
                     "(this is already the default)."),
         Option("forward-to-some", None, group=CLIENT,
                help="Send to the recipients the next server accepts even when it refuses others."),
-        Option("immediate", "m", group=CLIENT, level=31, since_issue=_FORWARDING,
+        Option("immediate", "m", group=CLIENT, level=31,
                help="Forward each message while the submitting client waits for its reply.",
                detail="Clients may time out: --forward-on-disconnect is usually better."),
         Option("retry-limit", None, "<count>", group=CLIENT, default="0",

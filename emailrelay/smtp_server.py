@@ -141,9 +141,10 @@ class SmtpServer:
         self.sessions_started += 1
         log.info(f"smtp connection from {format_address(peer_ip, peer_port)}")
         framer = Framer()
+        handler = self.make_handler()
         session = Session(
             self.settings.session,
-            self.make_handler(),
+            handler,
             framer,
             peer_ip,
             on_state_change=(lambda old, new: log.debug(f"smtp state: {old.value} -> {new.value}"))
@@ -195,6 +196,12 @@ class SmtpServer:
             log.error(f"smtp session failed: {reason}")
         finally:
             session.close()
+            closed = getattr(handler, "session_closed", None)
+            if closed is not None:
+                try:
+                    await closed()
+                except Exception:  # noqa: BLE001 - ending politely is best effort
+                    pass
             self.sessions_finished += 1
             log.info(f"smtp connection closed: {reason}")
             if self.on_session_end is not None and reason != "shutting down":

@@ -37,7 +37,7 @@ import asyncio
 import dataclasses
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from emailrelay.config import ServerConfig
 from emailrelay.envelope import Envelope, EnvelopeError, parse, reason_lines, serialise
@@ -67,7 +67,8 @@ class RunResult:
     failed: int = 0
     error: str = ""
     messages: int = 0
-    ids: list[str] = field(default_factory=list)
+    reason: str = ""  # the last failure's reason and reply code
+    code: int = 0
 
 
 class Forwarder:
@@ -241,7 +242,35 @@ class Forwarder:
             claim.close()
             return
         result.failed += 1
+        result.reason, result.code = reason, code
         self.log.warning(f"forwarding: {claim.id}: failed: {reason}" + (f" ({code})" if code else ""))
+
+    # --immediate: one message, on a connection owned by the SMTP session
+
+    async def forward_now(self, msg_id: str, client: SmtpClient | None) -> tuple[str, SmtpClient | None]:
+        """Forward one just-committed message before the submitter gets its reply.
+
+        Returns the reply for the submitter (SPEC.md 7.8) and the client
+        connection to reuse for the session's next message.
+        """
+        claim = self.spool.claim(msg_id)
+        if claim is None:
+            return "250 message processed", client
+        try:
+            envelope = parse(self.spool.read_claimed(claim))
+        except EnvelopeError:
+            envelope = None
+        if envelope is not None and not envelope.to_remote:
+            self.spool.release(claim)  # local recipients only: it stays stored
+            return "250 message processed", client
+        result = RunResult()
+        client, _ = await self._forward_one(claim, client, set(), result)
+        if result.sent:
+            return "250 message processed", client
+        if result.failed:
+            code = result.code if 400 <= result.code < 600 else 452
+            return f"{code} {result.reason}", client
+        return "452 forwarding failed", client
 
     # opt-in retry of temporary failures
 

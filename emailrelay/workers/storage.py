@@ -24,18 +24,26 @@ import socket
 from emailrelay.config import ServerConfig
 from emailrelay.envelope import Envelope
 from emailrelay.log import Log
+from emailrelay.smtp_client import SmtpClient
 from emailrelay.smtp_protocol import BODY_TO_CONTENT, Session, SessionConfig, Transaction
 from emailrelay.smtp_server import ServerSettings, SmtpServer, bind, format_address
 from emailrelay.spool import Spool
 from emailrelay.workers import runtime
+from emailrelay.workers.forward import Forwarder
 
 
 class SpoolHandler:
-    """Stores each SMTP transaction as a spool message."""
+    """Stores each SMTP transaction as a spool message.
 
-    def __init__(self, spool: Spool, log: Log) -> None:
+    With --immediate (`forwarder` given) each committed message is forwarded
+    before the reply, on a client connection that this session owns.
+    """
+
+    def __init__(self, spool: Spool, log: Log, forwarder: Forwarder | None = None) -> None:
         self.spool = spool
         self.log = log
+        self.forwarder = forwarder
+        self._client: SmtpClient | None = None
 
     def begin(self, session: Session, transaction: Transaction) -> None:
         transaction.message = self.spool.create()
@@ -61,7 +69,15 @@ class SpoolHandler:
             self.log.error(f"cannot store message {msg.id}: {reason}")  # type: ignore[union-attr]
             return f"452 cannot store message: {reason}"
         self.log.info(f"stored message {msg.id} ({msg.size} bytes)")  # type: ignore[union-attr]
+        if self.forwarder is not None:
+            reply, self._client = await self.forwarder.forward_now(msg.id, self._client)  # type: ignore[union-attr]
+            return reply
         return "250 message processed"
+
+    async def session_closed(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.quit()
 
     def abort(self, transaction: Transaction) -> None:
         if transaction.message is not None:
@@ -128,12 +144,13 @@ async def _serve(
     forward = config.forward
     on_session_end = None
     if forward is not None:
-        from emailrelay.workers.forward import Forwarder
-
         forwarder = Forwarder(spool, runtime.forward_settings(config, domain), log)
         if forward.on_disconnect:
             on_session_end = lambda: forwarder.request("client disconnect")  # noqa: E731
-    server = SmtpServer(settings, lambda: SpoolHandler(spool, log), log, on_session_end=on_session_end)
+    immediate = forwarder if forward is not None and forward.immediate else None
+    if immediate is not None:
+        log.warning("using --immediate can result in client timeout errors: try --forward-on-disconnect instead")
+    server = SmtpServer(settings, lambda: SpoolHandler(spool, log, immediate), log, on_session_end=on_session_end)
     addresses = [s.getsockname() for s in sockets]
     await server.start(sockets)
     for address in addresses:
