@@ -89,6 +89,9 @@ class ForwardConfig:
     prompt_timeout: int
     client_interface: str | None
     smtp: ClientSmtpConfig
+    client_auth: str | None = None  # a secrets file, or plain:<b64>:<b64>
+    client_auth_config: str = ""
+    anonymous_client: bool = False  # --anonymous=client
 
 
 @dataclass(frozen=True)
@@ -325,7 +328,17 @@ def forward_config(parsed: Parsed) -> tuple[ForwardConfig | None, list[str]]:
         prompt_timeout=number(parsed, "prompt-timeout", 20),
         client_interface=parsed.value("client-interface"),
         smtp=smtp,
+        client_auth=_secrets_path(parsed.value("client-auth")),
+        client_auth_config=parsed.value("client-auth-config") or "",
+        anonymous_client="client" in anonymous_scopes(parsed.value("anonymous")),
     ), warnings
+
+
+def _secrets_path(value: str | None) -> str | None:
+    """A secrets option value: ``plain:...`` and ``pam:`` are not paths (OPTIONS.md 3.12)."""
+    if value is None or value.startswith(("plain:", "pam:")) or value == "/pam":
+        return value
+    return expand_app(value)
 
 
 def smtp_server_config(items: list[str]) -> tuple[SmtpServerConfig, list[str]]:

@@ -335,9 +335,9 @@ EMAILRELAY_OPTIONS = OptionTable(
                help="Allow the terminate command on the administration interface.",
                detail="Requires --admin."),
         # Authentication options
-        Option("client-auth", "C", "<file>", group=AUTH, since_issue=_POLICY,
+        Option("client-auth", "C", "<file>", group=AUTH,
                help="Authenticate to the next server with the client secrets in this file."),
-        Option("client-auth-config", None, "<config>", group=AUTH, since_issue=_POLICY,
+        Option("client-auth-config", None, "<config>", group=AUTH,
                help="Choose which authentication mechanisms the client prefers or avoids.",
                detail="Requires --client-auth."),
         Option("server-auth", "S", "<file>", group=AUTH, since_issue=_POLICY,

@@ -28,12 +28,15 @@ Not here: spool states (spool.py), what a failure means for a message
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import os
 import re
 import socket
 from dataclasses import dataclass, field
 
-from emailrelay.envelope import Envelope
+from emailrelay.envelope import Envelope, xtext_encode, xtext_valid
+from emailrelay.secrets import Secrets, SecretsError, client_mechanisms
 
 #: Largest reply accepted (SPEC.md appendix A).
 MAX_REPLY = 20_000
@@ -90,6 +93,9 @@ class ClientSettings:
     prompt_timeout: float = 20.0
     client_interface: str | None = None
     smtp: ClientSmtpConfig = field(default_factory=ClientSmtpConfig)
+    secrets: Secrets | None = None  # --client-auth
+    auth_config: str = ""  # --client-auth-config
+    anonymous: bool = False  # --anonymous=client: MAIL FROM ... AUTH=<>
 
 
 @dataclass
@@ -185,13 +191,21 @@ class SmtpClient:
         self._writer: asyncio.StreamWriter | None = None
         self.extensions: dict[str, str] = {}
         self.address = ""
+        self.selector = ""
+        self.auth_id: str | None = None  # who we authenticated as, if we did
+        self.secure = False
 
     # connection
 
-    async def connect(self, address: str) -> None:
-        """Connect and complete the greeting and EHLO; raises ConnectError/SmtpError."""
+    async def connect(self, address: str, selector: str = "") -> None:
+        """Connect, then greeting, EHLO and AUTH; raises ConnectError/SmtpError.
+
+        `selector` is the envelope's ClientAccountSelector: it picks the
+        client secret to authenticate with (SPEC.md 5.4).
+        """
         host, port = split_address(address)
         self.address = address
+        self.selector = selector
         local = (self.settings.client_interface, 0) if self.settings.client_interface else None
         try:
             async with asyncio.timeout(self.settings.connection_timeout or None):
@@ -207,6 +221,7 @@ class SmtpClient:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         await self._greeting()
         await self._hello()
+        await self._authenticate()
 
     async def _greeting(self) -> None:
         try:
@@ -241,6 +256,54 @@ class SmtpClient:
         for line in reply.lines[1:]:
             keyword, _, params = line.partition(" ")
             self.extensions[keyword.upper()] = params
+
+    async def _authenticate(self) -> None:
+        """SMTP AUTH with the client secret for our selector, if there is one (SPEC.md 5.4)."""
+        from emailrelay.sasl import ClientMechanism, SaslError
+
+        secrets = self.settings.secrets
+        if secrets is None:
+            return
+        try:
+            account = secrets.client_account(self.selector)
+        except SecretsError as e:
+            raise SmtpError(str(e)) from None
+        if account is None:
+            return
+        offered = self.extensions.get("AUTH")
+        if offered is None:
+            raise SmtpError("authentication is not supported by the remote smtp server")
+        names = client_mechanisms(account, self.settings.auth_config, offered.split(), secure=self.secure)
+        if not names:
+            which = f" with selector [{self.selector}]" if self.selector else ""
+            raise SmtpError(f"cannot do authentication: check for a compatible client secret{which}")
+        reply: Reply | None = None
+        for name in names:
+            try:
+                mech = ClientMechanism(name, account)
+            except SaslError:
+                continue
+            initial = mech.initial_response()
+            line = f"AUTH {name}"
+            if initial is not None:
+                line += " " + (base64.b64encode(initial).decode() or "=")
+            reply = await self.command(line, secret=True)
+            while reply.code == 334:
+                try:
+                    challenge = base64.b64decode(reply.text.encode(), validate=True) if reply.text else b""
+                    answer = base64.b64encode(mech.respond(challenge)).decode()
+                except (SaslError, binascii.Error, ValueError):
+                    answer = "*"
+                reply = await self.command(answer, secret=True)
+            if reply.ok:
+                self.auth_id = mech.id
+                return
+        if reply is None:
+            raise SmtpError(f"cannot do authentication: no usable secret for {', '.join(names)}")
+        raise SmtpError(
+            f"authentication failed using mechanism [{name}] and {mech.secret_kind} secret for "
+            f"[{mech.id}]: [{reply.text}]"
+        )
 
     def has(self, extension: str) -> bool:
         return extension in self.extensions
@@ -319,8 +382,8 @@ class SmtpClient:
         except OSError as e:
             raise SmtpError(f"smtp error: {_strerror(e)}") from None
 
-    async def command(self, line: str) -> Reply:
-        self._trace(f'tx>>: "{line}"')
+    async def command(self, line: str, *, secret: bool = False) -> Reply:
+        self._trace(f'tx>>: "{line.split(" ")[0] + " ..." if secret else line}"')
         self._write(line.encode("utf-8", "surrogateescape") + b"\r\n")
         await self._drain()
         return await self.reply()
@@ -348,6 +411,16 @@ class SmtpClient:
             line += " BODY=8BITMIME" if envelope.content == "8bit" else " BODY=7BIT"
         if self.has("SMTPUTF8") and envelope.utf8_mailbox_names:
             line += " SMTPUTF8"
+        if self.auth_id is not None:  # SPEC.md 7.3
+            out = envelope.mail_from_auth_out
+            if self.settings.anonymous:
+                line += " AUTH=<>"
+            elif not out:
+                line += f" AUTH={xtext_encode(self.auth_id)}"
+            elif out != "<>" and xtext_valid(out):
+                line += f" AUTH={out}"
+            else:
+                line += " AUTH=<>"
         return line
 
     async def send(self, envelope: Envelope, content_path: str | os.PathLike[str], *, some: bool = False) -> Delivery:

@@ -169,13 +169,14 @@ class Forwarder:
         if address in unreachable:
             self.spool.release(claim)
             return client, False
-        if client is not None and client.address != address:
+        selector = envelope.client_account_selector
+        if client is not None and (client.address != address or client.selector != selector):
             await client.quit()
             client = None
         if client is None:
             client = SmtpClient(self.settings.client, self.log)
             try:
-                await client.connect(address)
+                await client.connect(address, selector)
             except ConnectError as e:
                 client.close()
                 self.spool.release(claim)
@@ -342,7 +343,11 @@ def run_client(config: ServerConfig) -> int:
     if not forward.poll and not spool.ids(State.READY):
         sys.stderr.write(f"{program}: no messages to send\n")
         return 0
-    settings = runtime.forward_settings(config, config.domain or runtime.default_domain())
+    try:
+        settings = runtime.forward_settings(config, config.domain or runtime.default_domain())
+    except runtime.StartupError as e:
+        runtime.fatal(program, str(e))
+        return e.code
     try:
         return asyncio.run(_client_main(spool, settings, log, forward.poll))
     except KeyboardInterrupt:

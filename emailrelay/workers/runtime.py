@@ -81,12 +81,27 @@ def default_domain() -> str:
 
 
 def forward_settings(config: ServerConfig, domain: str):  # noqa: ANN201 - ForwardSettings
-    """The forwarder's settings, or None without a forward address."""
+    """The forwarder's settings, or None without a forward address.
+
+    Reads the --client-auth secrets; raises StartupError naming the file
+    and line when they are broken.
+    """
     from emailrelay.workers.forward import ForwardSettings
 
     f = config.forward
     if f is None:
         return None
+    secrets = None
+    if f.client_auth is not None:
+        from emailrelay.secrets import Secrets, SecretsError
+
+        try:
+            if f.client_auth.startswith("plain:"):
+                secrets = Secrets.inline(f.client_auth)
+            else:
+                secrets = Secrets.load(f.client_auth)
+        except SecretsError as e:
+            raise StartupError(str(e)) from None
     client = ClientSettings(
         domain=domain,
         connection_timeout=f.connection_timeout,
@@ -94,6 +109,9 @@ def forward_settings(config: ServerConfig, domain: str):  # noqa: ANN201 - Forwa
         prompt_timeout=f.prompt_timeout,
         client_interface=f.client_interface,
         smtp=f.smtp,
+        secrets=secrets,
+        auth_config=f.client_auth_config,
+        anonymous=f.anonymous_client,
     )
     return ForwardSettings(
         forward_to=f.address,

@@ -29,7 +29,7 @@ from emailrelay.smtp_protocol import BODY_TO_CONTENT, Session, SessionConfig, Tr
 from emailrelay.smtp_server import ServerSettings, SmtpServer, bind, format_address
 from emailrelay.spool import Spool
 from emailrelay.workers import runtime
-from emailrelay.workers.forward import Forwarder
+from emailrelay.workers.forward import Forwarder, ForwardSettings
 
 
 class SpoolHandler:
@@ -94,10 +94,11 @@ def run(config: ServerConfig) -> int:
             sockets = bind(list(config.interfaces), config.port)
         except OSError as e:
             raise runtime.StartupError(f"socket bind error: {(e.strerror or str(e)).lower()}", 2) from None
+        domain = config.domain or runtime.default_domain()
+        forward_settings = runtime.forward_settings(config, domain)
     except runtime.StartupError as e:
         runtime.fatal(config.log.program, str(e))
         return e.code
-    domain = config.domain or runtime.default_domain()
     session = SessionConfig(
         domain=domain,
         version_text=runtime.VERSION_TEXT,
@@ -117,7 +118,7 @@ def run(config: ServerConfig) -> int:
         log_port=config.log.port,
     )
     try:
-        return asyncio.run(_serve(config, settings, spool, sockets, log, domain))
+        return asyncio.run(_serve(config, settings, spool, sockets, log, forward_settings))
     except KeyboardInterrupt:
         return 130
 
@@ -128,7 +129,7 @@ async def _serve(
     spool: Spool,
     sockets: list[socket.socket],
     log: Log,
-    domain: str,
+    forward_settings: ForwardSettings | None,
 ) -> int:
     loop = asyncio.get_running_loop()
     stopping: asyncio.Future[int] = loop.create_future()
@@ -144,7 +145,8 @@ async def _serve(
     forward = config.forward
     on_session_end = None
     if forward is not None:
-        forwarder = Forwarder(spool, runtime.forward_settings(config, domain), log)
+        assert forward_settings is not None
+        forwarder = Forwarder(spool, forward_settings, log)
         if forward.on_disconnect:
             on_session_end = lambda: forwarder.request("client disconnect")  # noqa: E731
     immediate = forwarder if forward is not None and forward.immediate else None

@@ -141,7 +141,7 @@ def test_not_supported_yet() -> None:
     assert error("--as-client=a:25", "--client-filter=x") == "--client-filter is not supported yet"
     assert error("--localedir=/x", "-t") == "--localedir is not supported yet"
     assert error("--pid-file=/x", "-t") == "--pid-file is not supported yet"
-    assert error("--pop=no", "--dont-serve=no", "--client-auth=x") == "--client-auth is not supported yet"
+    assert error("--pop=no", "--dont-serve=no", "--server-auth=x") == "--server-auth is not supported yet"
 
 
 def test_every_unimplemented_option_is_refused() -> None:

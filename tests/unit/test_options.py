@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from emailrelay import manpage, options
-from emailrelay.options import EMAILRELAY_OPTIONS, SUBMIT_OPTIONS, Parsed
+from emailrelay.options import EMAILRELAY_OPTIONS, PASSWD_OPTIONS, RESUBMIT_OPTIONS, SUBMIT_OPTIONS, Parsed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,7 +48,8 @@ IMPLEMENTED = {
     # forwarding (issue 4)
     "as-client", "as-proxy", "client-smtp-config", "forward", "forward-on-disconnect", "forward-to", "poll",
     "client-interface", "connection-timeout", "response-timeout", "forward-to-all", "forward-to-some",
-    "retry-limit", "retry-interval", "prompt-timeout", "dont-serve", "immediate",
+    "retry-limit", "retry-interval", "prompt-timeout", "dont-serve", "immediate", "client-auth",
+    "client-auth-config",
 }
 OURS = {"retry-limit", "retry-interval"}  # SPEC.md section 0 additions
 
@@ -86,7 +87,7 @@ def test_implemented_now() -> None:
     assert {o.name for o in EMAILRELAY_OPTIONS if o.implemented} == IMPLEMENTED
     issues = {o.name: o.since_issue for o in EMAILRELAY_OPTIONS}
     assert issues["client-tls-required"] == issues["client-tls"] == issues["client-filter"] == 4
-    assert issues["filter"] == issues["server-tls"] == issues["client-auth"] == issues["delivery-dir"] == 5
+    assert issues["filter"] == issues["server-tls"] == issues["server-auth"] == issues["delivery-dir"] == 5
     assert issues["pop"] == issues["pop-auth"] == 6
     assert issues["admin"] == issues["pid-file"] == issues["localedir"] == issues["no-smtp"] == 7
 
@@ -123,6 +124,34 @@ def test_submit_table() -> None:
     }
     assert {o.name for o in SUBMIT_OPTIONS if o.multi} == {"to", "content"}
     assert {o.name for o in SUBMIT_OPTIONS if o.optional_value} == {"content-message-id"}
+
+
+def test_resubmit_table() -> None:
+    letters = {o.name: o.short for o in RESUBMIT_OPTIONS}
+    assert letters == {
+        "spool-dir": "s", "id": "i", "limit": "l", "dry-run": "n", "verbose": "v", "quiet": "q",
+        "version": "V", "help": "h",
+    }
+    assert {o.name for o in RESUBMIT_OPTIONS if o.multi} == {"id"}
+    assert RESUBMIT_OPTIONS["limit"].default == "5"
+    assert all(o.implemented for o in RESUBMIT_OPTIONS)
+    p = options.parse(RESUBMIT_OPTIONS, ["-nv", "--id=a,b", "-i", "c", "-l", "0", "/spool"], "r",
+                      config_file_allowed=False)
+    assert p.errors == [] and p.arguments == ["/spool"]
+    assert p.items("id") == ["a", "b", "c"] and p.value("limit") == "0" and p.flag("dry-run")
+
+
+def test_passwd_table() -> None:
+    letters = {o.name: o.short for o in PASSWD_OPTIONS}
+    assert letters == {
+        "hash": "H", "password": "p", "base64": "b", "dotted": "d", "verbose": "v", "tls": "t",
+        "tls-config": "T", "version": "V", "help": "h",
+    }
+    hidden = {o.name for o in PASSWD_OPTIONS if o.level == options.HIDDEN}
+    assert hidden == {"tls", "tls-config"}  # SPEC 5.6: undocumented
+    assert PASSWD_OPTIONS["hash"].default == "MD5"
+    p = options.parse(PASSWD_OPTIONS, ["-bd", "-H", "md5", "-p", "x"], "p", config_file_allowed=False)
+    assert p.errors == [] and p.value("hash") == "md5" and p.value("password") == "x" and p.flag("dotted")
 
 
 # -- section 1: syntax -------------------------------------------------------
@@ -457,6 +486,18 @@ def test_submit_help() -> None:
     assert "[<to-address> ...]" in text
 
 
+@pytest.mark.parametrize("table", [RESUBMIT_OPTIONS, PASSWD_OPTIONS])
+def test_companion_help(table: options.OptionTable) -> None:
+    plain = options.help_text(table, table.command, verbose=False, columns=79)
+    verbose = options.help_text(table, table.command, verbose=True, columns=79)
+    for option in table:
+        shown = option.level != options.HIDDEN
+        line = re.compile(rf"(?m)^  -{option.short}, {re.escape(option.long_syntax())}( |$)")
+        assert bool(line.search(verbose)) == shown, option.name
+        assert bool(line.search(plain)) == (shown and option.level <= options.PLAIN_LEVEL), option.name
+    assert all(len(line) <= 79 for line in (plain + verbose).splitlines())
+
+
 def test_version_text() -> None:
     plain = options.version_text(False)
     assert plain.startswith("emailrelay 0.1.0 (E-MailRelay 2.6 compatible)\n\nCopyright (C) 2026")
@@ -479,7 +520,12 @@ def man_text(name: str) -> str:
     return (ROOT / "man" / name).read_text(encoding="utf-8").replace("\\-", "-")
 
 
-@pytest.mark.parametrize("page, table", [("emailrelay.1", EMAILRELAY_OPTIONS), ("emailrelay-submit.1", SUBMIT_OPTIONS)])
+@pytest.mark.parametrize("page, table", [
+    ("emailrelay.1", EMAILRELAY_OPTIONS),
+    ("emailrelay-submit.1", SUBMIT_OPTIONS),
+    ("emailrelay-resubmit.1", RESUBMIT_OPTIONS),
+    ("emailrelay-passwd.1", PASSWD_OPTIONS),
+])
 def test_every_option_is_in_its_man_page(page: str, table: options.OptionTable) -> None:
     text = man_text(page)
     for option in table:
@@ -501,6 +547,22 @@ def test_man_page_sections() -> None:
                    "<host>.localnet", "LOG_INFO", "500 line too long", "use --no-daemon", "--port=abc"):
         assert needle in text
     assert len(manpage.SPEC_DIFFERENCES) == 21  # one per row of SPEC.md section 0
+
+
+def test_companion_man_pages() -> None:
+    for page in ("emailrelay-resubmit.1", "emailrelay-passwd.1"):
+        text = man_text(page)
+        for section in ("NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "EXIT STATUS", "COMPATIBILITY", "SEE ALSO"):
+            assert f"\n.SH {section}\n" in text, (page, section)
+    resubmit = man_text("emailrelay-resubmit.1")
+    for needle in ("resubmitted <n>, refused <m>", "refused: retry limit reached (<n> failures)",
+                   "unreadable envelope: <reason>", "matches nothing", "MailRelay-Reason:", "user_state_dir"):
+        assert needle in resubmit
+    passwd = man_text("emailrelay-passwd.1")
+    for needle in ("gNYiNPCsyQUbUnJD1B4nQJGG2FXhHrpSenpSyoKzE+E=", "--dotted", "xtext", "invalid password",
+                   "exception: invalid hash function", "base64 encoding error", "\n.SH DIAGNOSTICS\n"):
+        assert needle in passwd
+    assert {"emailrelay-resubmit.1", "emailrelay-passwd.1"} <= set(manpage.PAGES)
 
 
 def test_committed_man_pages_are_fresh() -> None:
