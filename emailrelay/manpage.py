@@ -1,12 +1,13 @@
 """Troff man pages generated from the option tables.
 
-One job: write ``man/emailrelay.1`` and ``man/emailrelay-submit.1`` from
+One job: write ``man/emailrelay.1``, ``man/emailrelay-submit.1``,
+``man/emailrelay-resubmit.1`` and ``man/emailrelay-passwd.1`` from
 :mod:`emailrelay.options`, so that every option in a table appears in its
 page with its letter, argument, default and help, grouped as in
 ``--help --verbose``.  Options whose implementation lands in a later issue
 are marked as refused at start-up.
 
-Run ``python -m emailrelay.manpage`` to rewrite both pages (or
+Run ``python -m emailrelay.manpage`` to rewrite the pages (or
 ``python -m emailrelay.manpage --check`` to fail when they are stale).
 The output is deterministic: no dates, no host details.
 
@@ -21,7 +22,16 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from emailrelay import COMPATIBLE_VERSION, __version__
-from emailrelay.options import EMAILRELAY_OPTIONS, NOT_YET, SUBMIT_OPTIONS, Option, OptionTable
+from emailrelay.options import (
+    EMAILRELAY_OPTIONS,
+    NOT_YET,
+    PASSWD_OPTIONS,
+    RESUBMIT_LIMIT,
+    RESUBMIT_OPTIONS,
+    SUBMIT_OPTIONS,
+    Option,
+    OptionTable,
+)
 
 MAN_DIR = Path(__file__).resolve().parent.parent / "man"
 
@@ -305,7 +315,144 @@ def submit_page() -> str:
     return "\n".join(lines) + "\n"
 
 
-PAGES = {"emailrelay.1": emailrelay_page, "emailrelay-submit.1": submit_page}
+def resubmit_page() -> str:
+    """The text of man/emailrelay-resubmit.1."""
+    table = RESUBMIT_OPTIONS
+    lines = _header(table)
+    lines += [".SH DESCRIPTION"]
+    lines += _para(
+        "emailrelay-resubmit gives failed messages another chance. When emailrelay cannot forward a "
+        "message it renames its envelope to <id>.envelope.bad and appends an X-MailRelay-Reason line "
+        "(and an X-MailRelay-ReasonCode line) to it. emailrelay-resubmit renames such envelopes back to "
+        "<id>.envelope, one rename each, so that the next forwarding run (for example with --poll) tries "
+        "them again. The Reason lines stay in the file, so their number counts the failures: a message "
+        f"with --limit of them or more (default {RESUBMIT_LIMIT}) is left failed. Run it from cron to "
+        "retry failed mail a few times."
+    )
+    lines += _para(
+        "Without --id every .bad envelope in the spool directory is considered, in byte-wise order of "
+        "their names. An envelope that cannot be read or parsed is left failed: the forwarder would only "
+        "skip it again."
+    )
+    lines += [".SS Output"]
+    lines += _para(
+        "The last line, on the standard output, is the summary (left out with --quiet):"
+    )
+    lines += [".IP", escape("resubmitted <n>, refused <m>"), ".PP",
+              escape("with \" (dry run)\" appended for --dry-run. With --verbose it is preceded by one "
+                     "line per message that was resubmitted or left failed:")]
+    lines += [".IP", escape("<id>: resubmitted"), ".br",
+              escape("<id>: resubmitted (dry run)"), ".br",
+              escape("<id>: refused: retry limit reached (<n> failures)"), ".PP"]
+    lines += [escape("Each message that could not be dealt with is one line on the standard error stream, "
+                     "with or without --verbose:")]
+    lines += [".IP", escape("emailrelay-resubmit: <id>: not found"), ".br",
+              escape("emailrelay-resubmit: <id>: unreadable envelope: <reason>"), ".br",
+              escape("emailrelay-resubmit: <id>: failed: <reason>")]
+    lines += options_section(table)
+    lines += [".SH FILES"]
+    lines += _items([("spool directory", SPOOL_RULE[0].replace(
+        "Without --spool-dir", "Without --spool-dir or a <spool-dir> argument"))])
+    lines += _items([SPOOL_FILES[4], SPOOL_FILES[2]])
+    lines += [".SH EXIT STATUS"]
+    lines += _items([
+        ("0", "Every message considered was resubmitted or left failed because of the limit, or there "
+              "was nothing to do (also for --help and --version)."),
+        ("1", "A message given with --id was not found, an envelope was unreadable or a rename failed; "
+              "or a usage error (emailrelay-resubmit: error: ...); or the spool directory cannot be used "
+              "(emailrelay-resubmit: invalid spool directory: <dir>: <reason>)."),
+    ])
+    lines += [".SH COMPATIBILITY"]
+    lines += _para(
+        f"E-MailRelay {COMPATIBLE_VERSION} ships emailrelay-resubmit.sh, whose quoted file pattern matches "
+        "nothing, so as shipped it resubmits nothing. This emailrelay-resubmit works, and it counts as "
+        "the scripts do: a failure is a line containing MailRelay-Reason: (X-MailRelay-ReasonCode lines "
+        f"do not count), and the limit is {RESUBMIT_LIMIT}. Also different from {COMPATIBLE_VERSION}:"
+    )
+    lines += _bullets([
+        "Only lines after X-MailRelay-End are counted, and an envelope that cannot be parsed is left "
+        "failed (the scripts rename without reading the envelope).",
+        "--spool-dir, --id, --limit, --dry-run, --verbose and --quiet are new; the scripts take only the "
+        "spool directory.",
+        "The default spool directory follows the rule under FILES, and it must be writable.",
+        "The exit status is 1 when a message could not be dealt with (the scripts exit 0).",
+        "The directory is fsynced after the renames.",
+    ])
+    lines += [".SH SEE ALSO", "\\fBemailrelay\\fR(1), \\fBemailrelay\\-submit\\fR(1), \\fBcron\\fR(8)"]
+    return "\n".join(lines) + "\n"
+
+
+def passwd_page() -> str:
+    """The text of man/emailrelay-passwd.1."""
+    table = PASSWD_OPTIONS
+    lines = _header(table)
+    lines += [".SH DESCRIPTION"]
+    lines += _para(
+        "emailrelay-passwd encodes one password for a secrets file (--client-auth, --server-auth, "
+        "--pop-auth). The password is the --password value, else the first line of the standard input "
+        "with spaces, tabs, carriage returns and line feeds trimmed from both ends; reading it from the "
+        "standard input keeps it out of the shell history and the process table. With --base64 the "
+        "password is base64 text that is decoded first. The result is one line on the standard output:"
+    )
+    lines += _items([
+        ("--hash=MD5 (the default)",
+         "The base64 of the 32-byte masked HMAC-MD5 key, for an md5 line (CRAM-MD5). The key is the "
+         "MD5 chaining state after one block of the padded password XOR 0x36, then the state after one "
+         "block XOR 0x5c, each as four little-endian 32-bit words; a password over 64 bytes is hashed "
+         "first. A secret stored this way cannot be used for PLAIN or LOGIN."),
+        ("--hash=MD5 --dotted",
+         "The same 32 bytes as eight little-endian 32-bit numbers in decimal, joined by dots: the format "
+         "of old secrets files."),
+        ("--hash=SHA1, --hash=SHA256",
+         "The base64 of the 40-byte or 64-byte masked key, for a sha1 or sha256 line (CRAM-SHA1, "
+         "CRAM-SHA256)."),
+        ("--hash=NONE", "The password in xtext, for a plain line."),
+    ])
+    lines += _para("The hash name may be written in upper or lower case. For example, for the password "
+                   "\"password\" it prints")
+    lines += [".IP", escape("gNYiNPCsyQUbUnJD1B4nQJGG2FXhHrpSenpSyoKzE+E="), ".PP",
+              escape("for a secrets file line such as"), ".IP",
+              escape("server md5 alice gNYiNPCsyQUbUnJD1B4nQJGG2FXhHrpSenpSyoKzE+E=")]
+    lines += options_section(table)
+    lines += [".SH DIAGNOSTICS"]
+    lines += _para("Each error is one line on the standard error stream, and nothing is printed on the "
+                   "standard output:")
+    lines += _items([
+        ("emailrelay-passwd: invalid password", "The password is empty."),
+        ("emailrelay-passwd: exception: invalid hash function",
+         "--hash is not MD5, SHA1, SHA256 or NONE."),
+        ("emailrelay-passwd: exception: --dotted only works for md5", "--dotted with another --hash."),
+        ("emailrelay-passwd: exception: base64 encoding error",
+         "--base64 was given and the password is not valid base64."),
+        ("emailrelay-passwd: too many command-line arguments (the password is read from the standard input)",
+         "There is an argument after the options."),
+        ("emailrelay-passwd: error: <text>", "An unknown option, or an option without its value."),
+    ])
+    lines += [".SH EXIT STATUS"]
+    lines += _items([
+        ("0", "The encoded password was printed (also for --help and --version)."),
+        ("1", "An error, as listed under DIAGNOSTICS."),
+    ])
+    lines += [".SH COMPATIBILITY"]
+    lines += _para(
+        f"The output and the error messages are those of E-MailRelay {COMPATIBLE_VERSION}'s "
+        "emailrelay-passwd. Different on purpose:"
+    )
+    lines += _bullets([
+        "SHA1 and SHA256 are always available (2.6 offers them only when built with a TLS library), so "
+        "-t (--tls) and -T (--tls-config) are accepted and ignored.",
+        "-V (--version) is new.",
+    ])
+    lines += [".SH SEE ALSO", "\\fBemailrelay\\fR(1), RFC 2104, RFC 2195, RFC 3461"]
+    return "\n".join(lines) + "\n"
+
+
+PAGES = {
+    "emailrelay.1": emailrelay_page,
+    "emailrelay-submit.1": submit_page,
+    "emailrelay-resubmit.1": resubmit_page,
+    "emailrelay-passwd.1": passwd_page,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
