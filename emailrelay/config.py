@@ -34,7 +34,7 @@ from dataclasses import dataclass, fields
 from typing import TypeVar
 
 from emailrelay.options import Parsed, expand_app
-from emailrelay.smtp_client import ClientSmtpConfig
+from emailrelay.smtp_client import ClientSmtpConfig, ClientTls
 
 
 class ConfigError(Exception):
@@ -92,6 +92,7 @@ class ForwardConfig:
     client_auth: str | None = None  # a secrets file, or plain:<b64>:<b64>
     client_auth_config: str = ""
     anonymous_client: bool = False  # --anonymous=client
+    tls: ClientTls | None = None  # --client-tls or --client-tls-connection
 
 
 @dataclass(frozen=True)
@@ -331,7 +332,24 @@ def forward_config(parsed: Parsed) -> tuple[ForwardConfig | None, list[str]]:
         client_auth=_secrets_path(parsed.value("client-auth")),
         client_auth_config=parsed.value("client-auth-config") or "",
         anonymous_client="client" in anonymous_scopes(parsed.value("anonymous")),
+        tls=client_tls(parsed),
     ), warnings
+
+
+def client_tls(parsed: Parsed) -> ClientTls | None:
+    """Client TLS settings, or None when neither client TLS mode is on."""
+    if not (parsed.flag("client-tls") or parsed.flag("client-tls-connection")):
+        return None
+    verify = parsed.value("client-tls-verify")
+    return ClientTls(
+        implicit=parsed.flag("client-tls-connection"),
+        required=parsed.flag("client-tls-required"),
+        certificate=tuple(expand_app(item) for item in parsed.items("client-tls-certificate")),
+        verify=verify if verify is None or verify.startswith("<") else expand_app(verify),
+        verify_name=parsed.value("client-tls-verify-name"),
+        server_name=parsed.value("client-tls-server-name"),
+        config=tuple(item.strip().lower() for item in parsed.items("tls-config")),
+    )
 
 
 def _secrets_path(value: str | None) -> str | None:

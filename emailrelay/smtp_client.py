@@ -33,6 +33,7 @@ import binascii
 import os
 import re
 import socket
+import ssl
 from dataclasses import dataclass, field
 
 from emailrelay.envelope import Envelope, xtext_encode, xtext_valid
@@ -96,6 +97,63 @@ class ClientSettings:
     secrets: Secrets | None = None  # --client-auth
     auth_config: str = ""  # --client-auth-config
     anonymous: bool = False  # --anonymous=client: MAIL FROM ... AUTH=<>
+    tls: ClientTls | None = None  # None: no client TLS
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """Client TLS (OPTIONS.md 2.7, 3.5): STARTTLS or implicit TLS, and how to verify."""
+
+    implicit: bool = False  # --client-tls-connection
+    required: bool = False  # --client-tls-required
+    certificate: tuple[str, ...] = ()  # one PEM with key and chain, or key then cert
+    verify: str | None = None  # CA file or directory, "<default>", "<none>"; None = no verification
+    verify_name: str | None = None  # --client-tls-verify-name
+    server_name: str | None = None  # --client-tls-server-name (SNI)
+    config: tuple[str, ...] = ()  # --tls-config items
+
+    def context(self) -> ssl.SSLContext:
+        """The SSL context; raises ssl.SSLError/OSError for bad files."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # SPEC.md section 0
+        versions = {"tlsv1.0": ssl.TLSVersion.TLSv1, "tlsv1.1": ssl.TLSVersion.TLSv1_1,
+                    "tlsv1.2": ssl.TLSVersion.TLSv1_2, "tlsv1.3": ssl.TLSVersion.TLSv1_3}
+        for item in self.config:
+            if item in versions:
+                ctx.minimum_version = versions[item]
+            elif item.startswith("-") and item[1:] in versions:
+                ctx.maximum_version = versions[item[1:]]
+        ctx.check_hostname = False
+        noverify = "noverify" in self.config
+        if self.verify is None or self.verify == "<none>" or noverify:
+            ctx.verify_mode = ssl.CERT_NONE
+        else:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            if self.verify == "<default>":
+                ctx.load_default_certs()
+            elif os.path.isdir(self.verify):
+                ctx.load_verify_locations(capath=self.verify)
+            else:
+                ctx.load_verify_locations(cafile=self.verify)
+        if self.certificate:
+            key = self.certificate[0]
+            cert = self.certificate[-1]
+            ctx.load_cert_chain(certfile=cert, keyfile=key)
+        return ctx
+
+    def check_name(self, peer: dict | None) -> str:
+        """Why the server certificate does not carry verify_name, or ""."""
+        if not self.verify_name or self.verify is None:
+            return ""
+        names = [v for k, v in (peer or {}).get("subjectAltName", ()) if k in ("DNS", "IP Address")]
+        for rdn in (peer or {}).get("subject", ()):
+            names += [v for k, v in rdn if k == "commonName"]
+        wanted = self.verify_name.lower()
+        for name in names:
+            name = name.lower()
+            if name == wanted or (name.startswith("*.") and wanted.partition(".")[2] == name[2:]):
+                return ""
+        return f"certificate name mismatch: wanted [{self.verify_name}], got [{','.join(names)}]"
 
 
 @dataclass
@@ -203,25 +261,98 @@ class SmtpClient:
         `selector` is the envelope's ClientAccountSelector: it picks the
         client secret to authenticate with (SPEC.md 5.4).
         """
-        host, port = split_address(address)
         self.address = address
         self.selector = selector
+        target, _, socks = address.partition("@")
+        host, port = split_address(target)
+        tls = self.settings.tls
+        context = self._tls_context()
+        implicit = tls is not None and tls.implicit
+        server_name = (tls.server_name if tls else None) or host
         local = (self.settings.client_interface, 0) if self.settings.client_interface else None
+        timeout = self.settings.connection_timeout or None
         try:
-            async with asyncio.timeout(self.settings.connection_timeout or None):
-                self._reader, self._writer = await asyncio.open_connection(
-                    host, port, local_addr=local, limit=MAX_REPLY * 2
-                )
+            async with asyncio.timeout(timeout):
+                if socks:
+                    sock = await self._socks_connect(socks, host, port, timeout)
+                    self._reader, self._writer = await asyncio.open_connection(
+                        sock=sock, limit=MAX_REPLY * 2, ssl=context if implicit else None,
+                        server_hostname=server_name if implicit else None,
+                    )
+                else:
+                    self._reader, self._writer = await asyncio.open_connection(
+                        host, port, local_addr=local, limit=MAX_REPLY * 2, ssl=context if implicit else None,
+                        server_hostname=server_name if implicit else None,
+                    )
         except TimeoutError:
             raise ConnectError(f"connect failure: cannot connect to {address}: timed out") from None
+        except ssl.SSLError as e:
+            raise SmtpError(f"tls error: {e.reason or e}") from None
         except OSError as e:
             raise ConnectError(f"connect failure: cannot connect to {address}: {_strerror(e)}") from None
+        if implicit:
+            self._tls_established()
         sock = self._writer.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         await self._greeting()
         await self._hello()
+        await self._starttls()
         await self._authenticate()
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        tls = self.settings.tls
+        if tls is None:
+            return None
+        try:
+            return tls.context()
+        except (ssl.SSLError, OSError) as e:
+            raise ConnectError(f"tls error: cannot use the tls files: {getattr(e, 'reason', None) or e}") from None
+
+    async def _socks_connect(self, socks: str, host: str, port: int, timeout: float | None) -> socket.socket:
+        """A socket connected to host:port through a SOCKS 4a proxy (python-socks)."""
+        from python_socks import ProxyError, ProxyTimeoutError
+        from python_socks.async_.asyncio import Proxy
+
+        socks_host, socks_port = split_address(socks)
+        proxy = Proxy.from_url(f"socks4://{socks_host}:{socks_port}", rdns=True)
+        try:
+            return await proxy.connect(dest_host=host, dest_port=port, timeout=timeout)
+        except ProxyTimeoutError:
+            raise TimeoutError from None
+        except ProxyError as e:
+            raise ConnectError(f"connect failure: cannot connect to {self.address}: socks error: {e}") from None
+
+    def _tls_established(self) -> None:
+        assert self._writer is not None and self.settings.tls is not None
+        self.secure = True
+        why = self.settings.tls.check_name(self._writer.get_extra_info("peercert"))
+        if why:
+            raise SmtpError(f"tls error: {why}")
+
+    async def _starttls(self) -> None:
+        """STARTTLS when --client-tls is on and the server offers it (SPEC.md 7.2)."""
+        tls = self.settings.tls
+        if tls is None or tls.implicit or self.secure:
+            return
+        if not self.has("STARTTLS"):
+            if tls.required:
+                raise SmtpError("tls is mandated but the server cannot do starttls")
+            return
+        reply = await self.command("STARTTLS")
+        if reply.code != 220:
+            raise SmtpError(f"tls error: unexpected response to starttls: {reply}", reply.code)
+        assert self._writer is not None
+        host, _ = split_address(self.address.partition("@")[0])
+        try:
+            async with asyncio.timeout(self.settings.connection_timeout or None):
+                await self._writer.start_tls(self._tls_context(), server_hostname=tls.server_name or host)
+        except TimeoutError:
+            raise SmtpError("tls error: handshake timed out") from None
+        except (ssl.SSLError, OSError) as e:
+            raise SmtpError(f"tls error: {getattr(e, 'reason', None) or e}") from None
+        self._tls_established()
+        await self._hello()
 
     async def _greeting(self) -> None:
         try:

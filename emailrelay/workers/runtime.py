@@ -112,6 +112,7 @@ def forward_settings(config: ServerConfig, domain: str):  # noqa: ANN201 - Forwa
         secrets=secrets,
         auth_config=f.client_auth_config,
         anonymous=f.anonymous_client,
+        tls=f.tls,
     )
     return ForwardSettings(
         forward_to=f.address,
