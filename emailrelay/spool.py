@@ -215,9 +215,16 @@ class NewMessage:
             while True:
                 try:
                     self._fd = durable.create_exclusive(self.content_path)
-                    break
                 except FileExistsError:
                     self.id = self._spool.new_id()
+                    continue
+                if not self._spool.id_in_use(self.id):
+                    break
+                # an envelope of an earlier process with this pid and second: never overwrite it
+                os.close(self._fd)
+                self._fd = -1
+                _unlink_quietly(self.content_path)
+                self.id = self._spool.new_id()
         if self._buffer:
             durable.write_all(self._fd, self._buffer)
             self._buffer.clear()
@@ -260,6 +267,10 @@ class Spool:
     def new_id(self) -> str:
         self._seq = (self._seq + 1) & 0xFFFFFFFFFFFFFFFF or 1
         return f"{ID_PREFIX}{os.getpid()}.{int(time.time())}.{self._seq}"
+
+    def id_in_use(self, msg_id: str) -> bool:
+        """True if an envelope of this id exists in any state."""
+        return any(self.envelope_path(msg_id, state).exists() for state in State)
 
     def envelope_path(self, msg_id: str, state: State = State.READY) -> Path:
         return self.directory / envelope_name(msg_id, state)

@@ -122,7 +122,7 @@ class Forwarder:
         self.runs += 1
         self.log.info(f"forwarding: {reason}")
         self.spool.recover_busy(log=self.log.info)
-        self._retry_due()
+        self.retry_due()
         result = RunResult()
         ids = self.spool.ids(State.READY)
         result.messages = len(ids)
@@ -291,7 +291,8 @@ class Forwarder:
         delay = min(self.settings.retry_interval * 2 ** max(failures - 1, 0), RETRY_CAP)
         return mtime + delay
 
-    def _retry_due(self) -> None:
+    def retry_due(self) -> None:
+        """Return BAD messages whose temporary failure is due for a retry to READY."""
         if self.settings.retry_limit <= 0:
             return
         now = time.time()
@@ -340,27 +341,28 @@ def run_client(config: ServerConfig) -> int:
     if forward is None or not (forward.at_startup or forward.poll):
         sys.stderr.write(f"{program}: nothing to do\n")
         return 0
-    if not forward.poll and not spool.ids(State.READY):
-        sys.stderr.write(f"{program}: no messages to send\n")
-        return 0
     try:
         settings = runtime.forward_settings(config, config.domain or runtime.default_domain())
     except runtime.StartupError as e:
         runtime.fatal(program, str(e))
         return e.code
+    forwarder = Forwarder(spool, settings, log)
+    forwarder.retry_due()
+    if not forward.poll and not spool.ids(State.READY):
+        sys.stderr.write(f"{program}: no messages to send\n")
+        return 0
     try:
-        return asyncio.run(_client_main(spool, settings, log, forward.poll))
+        return asyncio.run(_client_main(forwarder, forward.poll))
     except KeyboardInterrupt:
         return 130
 
 
-async def _client_main(spool: Spool, settings: ForwardSettings, log: Log, poll: int) -> int:
-    forwarder = Forwarder(spool, settings, log)
+async def _client_main(forwarder: Forwarder, poll: int) -> int:
     result = await forwarder.run("startup")
     while poll:  # --dont-serve --poll: keep polling until killed
         await asyncio.sleep(poll)
         result = await forwarder.run("poll")
     if result.error:
-        runtime.fatal(log.settings.program, result.error)
+        runtime.fatal(forwarder.log.settings.program, result.error)
         return 1
     return 0
