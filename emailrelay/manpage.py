@@ -182,6 +182,19 @@ QUIRK_DECISIONS = [
     ("syslog priority", "Lines logged for -v -v go to syslog at LOG_INFO (2.6 uses LOG_CRIT)."),
     ("valued letters in a group", "A valued letter takes the next argument when it ends its group "
      "(-lp 25); anywhere else in a group it is an error, as in 2.6 (-p25 is not -p 25)."),
+    ("forwarding: unreadable messages", "A message whose envelope cannot be parsed, whose content file "
+     "is missing, or that has no remote recipients goes to .bad with that reason (2.6 leaves a bad "
+     "envelope ready and warns about it on every run)."),
+    ("forwarding: reason codes", "When recipients are refused the ReasonCode is the first refused RCPT's "
+     "reply code (2.6 writes 250, the code of its RSET reply); every failure also appends "
+     "X-MailRelay-ReasonKind: temporary or permanent after the ReasonCode line, which E-MailRelay's "
+     "reader ignores and --retry-limit uses."),
+    ("forwarding: pipelining", "The client pipelines MAIL and RCPT whenever the server offers PIPELINING "
+     "(2.6's client default is off); --client-smtp-config=-pipelining turns it off."),
+    ("forwarding: EHLO", "Without a dotted --domain the client greets with an address literal such as "
+     "EHLO [192.0.2.1] (2.6 sends the bare address)."),
+    ("forwarding: TCP", "TCP_NODELAY is set on every SMTP socket (2.6 leaves Nagle's algorithm on, which "
+     "costs its forwarding most of its speed)."),
     ("unimplemented options", "Options marked as not yet implemented, named multiple instances, and "
      "--interface items other than IP addresses are refused at start-up with a usage error saying they "
      "are not supported yet; the supervise and ctl commands likewise."),
