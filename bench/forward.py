@@ -1,0 +1,656 @@
+#!/usr/bin/env python3
+"""Forwarding throughput and memory benchmark for emailrelay.
+
+Six runs, each printed as one row of a table, in this order (the store-only
+reference first, before anything has been deleted):
+
+1. store only: Postfix's ``smtp-source`` (20 sessions, 3,000 messages of
+   10 KB, one connection per message) into ``emailrelay --log --no-daemon
+   --port 0 --interface 127.0.0.1 --spool-dir <dir>`` (no forwarding;
+   bench/store.py's emailrelay run), the reference for the next two rows.
+2. proxy: the same smtp-source load into the same server with
+   ``--forward-to 127.0.0.1:<sink> --forward-on-disconnect``, forwarding to
+   Postfix's ``smtp-sink``; messages/s are measured at smtp-source, then the
+   benchmark waits (with a deadline) until the spool directory is empty and
+   smtp-sink has counted every message.  Target: proxy / store only >= 0.8.
+3. proxy --immediate: row 2 with ``--immediate`` added (each message is
+   forwarded before its 250 reply).
+4. forward: a fresh spool is filled with 5,000 messages of 10 KB through
+   the library (``Spool(dir, fsync=False)``, no SMTP), then the whole
+   ``emailrelay --as-client 127.0.0.1:<sink> --spool-dir <dir>`` command is
+   timed while it forwards them to smtp-sink.  Afterwards the spool must be
+   empty and smtp-sink must have counted every message.  Target: at least
+   1,000 messages/s.
+5. memory 10 KB: one 10 KB message forwarded with ``--as-client``;
+6. memory 100 MB: one 100 MB message (written in 64 KB chunks, so the
+   benchmark itself stays small) forwarded with ``--as-client``.
+   Target: the forwarder's peak RSS grows by less than 5 MB over row 5.
+
+Peak RSS of an ``--as-client`` forwarder is ``VmHWM`` from
+``/proc/<pid>/status`` polled every 10 ms until the process exits (VmHWM
+only grows, so the last sample misses at most the final 10 ms), cross-checked
+with ``ru_maxrss`` from ``wait4()`` on the exited process (exact, but
+never lower than this benchmark's own peak RSS when it started the child,
+because the child's exec replaces a copy of this process).  For the servers
+it is ``VmHWM`` read just before they are stopped, as in bench/store.py.
+
+Units: MB is 2**20 bytes, KB 2**10; a 10 KB message is 10240 bytes of
+content (headers included) in the spool, and smtp-source's ``-l 10240``.
+MB/s counts those bytes only.
+
+Needs /usr/sbin/smtp-source and /usr/sbin/smtp-sink (Debian package
+``postfix``, installed by bench/store.py's helper unless ``--no-install``).
+Every process the script starts is stopped before it exits and its
+temporary directory is removed (unless ``--keep``).  It asserts nothing
+about speed; it exits 1 only if a run could not be carried out or a check
+(spool empty, smtp-sink count, exit code) failed.
+
+Run:  .venv/bin/python bench/forward.py [--quick] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import os
+import platform
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from store import (
+    _PROBLEM_LINE,
+    MB,
+    SMALL,
+    SMTP_SINK,
+    Processes,
+    Result,
+    Server,
+    cpu_seconds,
+    emailrelay_command,
+    ensure_postfix,
+    filesystem_of,
+    free_port,
+    mb,
+    proc_status_kib,
+    run_emailrelay,
+    run_source,
+    size_label,
+    wait_listening,
+    workdir,
+)
+
+from emailrelay.envelope import Envelope
+from emailrelay.spool import Spool
+
+SENDER = "bench@example.com"
+RECIPIENT = "sink@example.com"
+
+#: Forwarding target (messages/s of the --as-client row).
+FORWARD_TARGET = 1000.0
+#: Proxy target (proxy msg/s over store-only msg/s).
+RATIO_TARGET = 0.8
+#: Memory target (MB of peak RSS, 100 MB message over 10 KB message).
+MEMORY_TARGET = 5.0
+
+#: How often the forwarder's /proc/<pid>/status is sampled.
+SAMPLE_INTERVAL = 0.01
+#: Content is written to the spool in chunks of this size.
+CHUNK = 64 * 1024
+
+_SINK_COUNT = re.compile(rb"mesg=(\d+)")
+_DONE_LINE = re.compile(r"forwarding: done: (\d+) sent, (\d+) failed")
+
+
+# ------------------------------------------------------------------ results
+
+
+@dataclass
+class Row(Result):
+    """One table row: store.Result plus the forwarding figures."""
+
+    e2e_seconds: float = 0.0  # until the spool was empty and smtp-sink had every message
+    target: str = ""
+    problems: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def e2e_msgs_per_s(self) -> float:
+        return self.sent / self.e2e_seconds if self.ok and self.e2e_seconds > 0 else 0.0
+
+    def fail(self, why: str) -> None:
+        self.error = f"{self.error}; {why}" if self.error else why
+
+
+# ------------------------------------------------------------------- spools
+
+
+def content_chunks(size: int) -> list[tuple[bytes, int]]:
+    """The content of a `size`-byte message as (chunk, repeat) pairs.
+
+    Headers (the Subject padded so that the body is whole lines), then
+    80-byte lines; the same 64 KB chunk object is written over and over, so
+    a 100 MB message costs the benchmark 64 KB.
+    """
+    line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef\r\n"
+    date = datetime.datetime.now(datetime.UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+
+    def headers(pad: int) -> bytes:
+        return (
+            f"From: <{SENDER}>\r\nTo: <{RECIPIENT}>\r\n"
+            f"Subject: emailrelay forwarding benchmark {'.' * pad}\r\n"
+            f"Date: {date}\r\nMessage-ID: <bench@example.com>\r\n\r\n"
+        ).encode()
+
+    head = headers((size - len(headers(0))) % len(line))
+    body = size - len(head)
+    if body < 0:
+        raise ValueError(f"message size {size} too small")
+    chunk = line * (CHUNK // len(line))
+    full, rest = divmod(body, len(chunk))
+    pieces = [(head, 1), (chunk, full), (line * (rest // len(line)), 1)]
+    assert sum(len(c) * n for c, n in pieces) == size
+    return pieces
+
+
+def fill_spool(spool_dir: Path, count: int, size: int) -> float:
+    """Commit `count` messages of `size` bytes with the library, no fsync; returns seconds."""
+    spool = Spool(spool_dir, fsync=False)
+    pieces = content_chunks(size)
+    start = time.perf_counter()
+    for _ in range(count):
+        msg = spool.create()
+        for chunk, repeat in pieces:
+            for _ in range(repeat):
+                msg.write(chunk)
+        spool.commit_sync(msg, Envelope(from_address=SENDER, to_remote=[RECIPIENT], client="127.0.0.1"))
+    return time.perf_counter() - start
+
+
+def spool_entries(spool_dir: Path) -> list[str]:
+    return sorted(os.listdir(spool_dir))
+
+
+def describe_entries(names: list[str]) -> str:
+    kinds: dict[str, int] = {}
+    for name in names:
+        kind = name.split(".", 3)[-1] if name.startswith("emailrelay.") else name
+        kind = re.sub(r"^\d+\.", "", kind)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return ", ".join(f"{n} *.{k}" for k, n in sorted(kinds.items()))
+
+
+# -------------------------------------------------------------------- sink
+
+
+class Sink:
+    """smtp-sink on a free port, its ``-c`` counters written to a file."""
+
+    def __init__(self, procs: Processes, out: Path) -> None:
+        self.procs = procs
+        self.out = out
+        self.port = free_port()
+        args = [SMTP_SINK]
+        if os.geteuid() == 0:
+            args += ["-u", "nobody"]  # smtp-sink refuses to run as root without -u
+        args += ["-c", f"127.0.0.1:{self.port}", "1000"]
+        with open(out, "wb") as f:
+            self.proc = procs.start(args, stdout=f, stderr=subprocess.STDOUT)
+        wait_listening(self.port, self.proc)
+
+    def count(self) -> int:
+        """Messages smtp-sink has received (its running ``mesg=`` counter)."""
+        try:
+            data = self.out.read_bytes()
+        except OSError:
+            return 0
+        counts = _SINK_COUNT.findall(data[-200:])
+        return int(counts[-1]) if counts else 0
+
+    def wait_count(self, expected: int, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while True:
+            n = self.count()
+            if n >= expected or time.monotonic() > deadline:
+                return n
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.procs.stop(self.proc)
+
+
+# --------------------------------------------------------------- forwarder
+
+
+@dataclass
+class Sampled:
+    seconds: float = 0.0
+    returncode: int | None = None
+    hwm_kib: int | None = None  # max polled VmHWM
+    samples: int = 0
+    maxrss_kib: int | None = None  # ru_maxrss from wait4
+    own_maxrss_kib: int = 0  # this benchmark's ru_maxrss when it started the child
+    cpu: tuple[float, float] = (0.0, 0.0)
+    timed_out: bool = False
+
+
+def run_sampled(procs: Processes, args: list[str], log_path: Path, timeout: float) -> Sampled:
+    """Run a command to completion, polling its VmHWM every SAMPLE_INTERVAL."""
+    out = Sampled(own_maxrss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    with open(log_path, "ab") as log:
+        start = time.perf_counter()
+        proc = procs.start(args, stdout=log, stderr=log)
+    deadline = start + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        hwm = proc_status_kib(proc.pid, "VmHWM")
+        if hwm is not None:
+            out.hwm_kib = max(out.hwm_kib or 0, hwm)
+            out.samples += 1
+        if time.perf_counter() > deadline:
+            out.timed_out = True
+            out.seconds = time.perf_counter() - start
+            out.returncode = procs.stop(proc)
+            return out
+        time.sleep(SAMPLE_INTERVAL)
+    out.seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: tell Popen
+    procs.stop(proc)  # only forgets it
+    out.returncode = proc.returncode
+    out.maxrss_kib = usage.ru_maxrss
+    out.cpu = (usage.ru_utime, usage.ru_stime)
+    return out
+
+
+def log_problems(log_path: Path) -> list[str]:
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line for line in lines if _PROBLEM_LINE.search(line)]
+
+
+def run_client(
+    procs: Processes,
+    exe: str,
+    work: Path,
+    label: str,
+    tag: str,
+    count: int,
+    size: int,
+    timeout: float,
+) -> tuple[Row, Sampled | None]:
+    """Fill a spool, then time ``emailrelay --as-client`` forwarding it to smtp-sink."""
+    row = Row(label, size, count, 1)
+    spool_dir = work / f"spool-{tag}"
+    spool_dir.mkdir()
+    log_path = work / f"emailrelay-{tag}.log"
+    fill = fill_spool(spool_dir, count, size)
+    row.notes.append(
+        f"spool filled with {count} x {size_label(size)} in {fill:.2f}s ({count / fill:.0f} msg/s, no fsync)"
+    )
+    try:
+        sink = Sink(procs, work / f"smtp-sink-{tag}.out")
+    except RuntimeError as e:
+        row.fail(f"smtp-sink: {e}")
+        return row, None
+    try:
+        args = [exe, "--as-client", f"127.0.0.1:{sink.port}", "--spool-dir", str(spool_dir)]
+        sampled = run_sampled(procs, args, log_path, timeout)
+        row.seconds = sampled.seconds
+        row.peak_rss_kib = sampled.hwm_kib
+        if sampled.timed_out:
+            row.fail(f"emailrelay --as-client still running after {timeout:.0f}s; stopped")
+        elif sampled.returncode != 0:
+            row.fail(f"emailrelay --as-client exit {sampled.returncode}")
+        received = sink.wait_count(count, 5.0)
+    finally:
+        sink.stop()
+    user, system = sampled.cpu
+    if sampled.maxrss_kib is not None and sampled.returncode == 0:
+        row.notes.append(
+            f"forwarder CPU {user:.2f}s user + {system:.2f}s sys; peak RSS polled {mb(sampled.hwm_kib)} MB "
+            f"({sampled.samples} samples), wait4 ru_maxrss {mb(sampled.maxrss_kib)} MB "
+            f"(this benchmark's own peak then {mb(sampled.own_maxrss_kib)} MB)"
+        )
+    log_lines = log_path.read_text(errors="replace").splitlines() if log_path.exists() else []
+    done = [m for m in map(_DONE_LINE.search, log_lines) if m]
+    if done:
+        sent, failed = int(done[-1].group(1)), int(done[-1].group(2))
+        row.notes.append(f"forwarder log: {sent} sent, {failed} failed")
+        if failed:
+            row.fail(f"the forwarder failed {failed} message(s)")
+    elif not row.error:
+        row.fail("no 'forwarding: done' line in the forwarder's log")
+    row.problems = log_problems(log_path)
+    left = spool_entries(spool_dir)
+    row.sent = min(received, count)
+    if left:
+        row.fail(f"spool not empty afterwards: {describe_entries(left)}")
+    if received != count:
+        row.fail(f"smtp-sink counted {received} of {count} messages")
+    else:
+        row.notes.append(f"check: spool empty, smtp-sink counted {received}")
+    row.e2e_seconds = row.seconds
+    return row, sampled
+
+
+# -------------------------------------------------------------------- proxy
+
+
+class ForwardingServer(Server):
+    """store.Server with forwarding options added to its command line."""
+
+    def __init__(self, procs: Processes, exe: str, spool: Path, log_path: Path, extra: list[str]) -> None:
+        super().__init__(procs, exe, spool, log_path)
+        self.extra = extra
+
+    def command(self, port: int) -> list[str]:
+        return super().command(port) + self.extra
+
+
+def run_proxy(
+    procs: Processes,
+    exe: str,
+    work: Path,
+    label: str,
+    tag: str,
+    extra: list[str],
+    messages: int,
+    sessions: int,
+    timeout: float,
+) -> Row:
+    row = Row(label, SMALL, messages, sessions)
+    spool_dir = work / f"spool-{tag}"
+    spool_dir.mkdir()
+    log_path = work / f"emailrelay-{tag}.log"
+    try:
+        sink = Sink(procs, work / f"smtp-sink-{tag}.out")
+    except RuntimeError as e:
+        row.fail(f"smtp-sink: {e}")
+        return row
+    forward = ["--forward-to", f"127.0.0.1:{sink.port}", "--forward-on-disconnect", *extra]
+    server = ForwardingServer(procs, exe, spool_dir, log_path, forward)
+    code = None
+    left: list[str] = []
+    received = 0
+    try:
+        server.start()
+        assert server.proc is not None
+        result = Result(label, SMALL, messages, sessions)
+        run_source(server.port, messages, sessions, SMALL, timeout, result)
+        row.sent, row.seconds, row.error, row.notes = result.sent, result.seconds, result.error, result.notes
+        # drained: nothing left in the spool and smtp-sink has every message
+        drain_timeout = 60.0 + messages / 50
+        drain_start = time.perf_counter()
+        while True:
+            left = spool_entries(spool_dir)
+            received = sink.count()
+            if not left and received >= row.sent:
+                break
+            if time.perf_counter() - drain_start > drain_timeout:
+                break
+            if server.proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        drain = time.perf_counter() - drain_start
+        row.e2e_seconds = row.seconds + drain
+        row.peak_rss_kib = server.peak_rss_kib()
+        cpu = cpu_seconds(server.proc.pid)
+        if cpu is not None:
+            row.notes.append(f"server CPU {cpu[0]:.2f}s user + {cpu[1]:.2f}s sys over {row.e2e_seconds:.2f}s")
+        row.notes.append(f"drained {drain:.2f}s after smtp-source finished")
+        if left:
+            row.fail(
+                f"after {drain:.0f}s the spool still holds {describe_entries(left)}; "
+                f"smtp-sink counted {received} of {row.sent}"
+            )
+        received = sink.wait_count(row.sent + 1, 0.2)  # a duplicate would show here
+    except RuntimeError as e:
+        row.fail(str(e))
+    finally:
+        code = server.stop()
+        sink.stop()
+        row.notes += server.notes
+    if code not in (None, 0, 128 + signal.SIGTERM, -signal.SIGTERM):
+        row.notes.append(f"emailrelay exit code {code} after SIGTERM")
+    if not left and received != row.sent:
+        row.fail(f"smtp-sink counted {received} messages for {row.sent} sent by smtp-source")
+    elif not row.error:
+        row.notes.append(f"check: spool empty, smtp-sink counted {received}")
+    row.problems = log_problems(log_path)
+    return row
+
+
+# ------------------------------------------------------------------- report
+
+
+def table(rows: list[Row]) -> str:
+    header = ["run", "messages", "seconds", "msg/s", "MB/s", "end-to-end msg/s", "peak RSS MB", "target"]
+    lines = [header]
+    for r in rows:
+        lines.append([
+            r.label + ("" if not r.error else " (FAILED)"),
+            f"{r.sent}/{r.requested}" if r.sent != r.requested else str(r.sent),
+            f"{r.seconds:.2f}",
+            f"{r.msgs_per_s:.0f}" if r.ok else "-",
+            f"{r.mb_per_s:.1f}" if r.ok else "-",
+            f"{r.e2e_msgs_per_s:.0f}" if r.ok and r.e2e_seconds else "-",
+            mb(r.peak_rss_kib),
+            r.target,
+        ])  # fmt: skip
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = []
+    for n, line in enumerate(lines):
+        cells = [line[0].ljust(widths[0])]
+        cells += [cell.rjust(w) for cell, w in zip(line[1:-1], widths[1:-1], strict=True)]
+        cells.append(line[-1])
+        out.append("  ".join(cells).rstrip())
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def ext4_without_journal(path: Path) -> bool:
+    """Whether path is on an ext4 file system that has no journal.
+
+    Such an ext4 avoids reusing an inode freed in the last 60 seconds (360
+    while its inode-table block is unwritten): each file creation reads past
+    every recently deleted inode of the group (the kernel's
+    ``recently_deleted()``), so a spool that deletes forwarded messages
+    while it stores new ones pays more per stored message the more it has
+    deleted in the last minutes.
+    """
+    mount = path.resolve()
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    device = ""
+    try:
+        for line in Path("/proc/mounts").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[1] == str(mount):
+                device = parts[0] if parts[2] == "ext4" else ""
+        task = Path(f"/sys/fs/ext4/{Path(os.path.realpath(device)).name}/journal_task")
+        return bool(device) and task.read_text().strip() == "<none>"
+    except OSError:
+        return False
+
+
+def git_commit() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "../emailrelay"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+    return head + (" + uncommitted changes in emailrelay/" if dirty else "")
+
+
+# --------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--messages", type=int, help="messages in the --as-client run (default 5000; --quick 500)")
+    p.add_argument(
+        "--proxy-messages",
+        type=int,
+        help="smtp-source messages per proxy/store run (default 3000; --quick 300)",
+    )
+    p.add_argument("--sessions", type=int, help="smtp-source sessions (default 20)")
+    p.add_argument("--large-mb", type=int, help="size of the large message in MB (default 100; --quick 10)")
+    p.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    p.add_argument("--keep", action="store_true", help="keep the spool directories and logs")
+    p.add_argument(
+        "--no-install", action="store_true", help="do not apt-get install postfix if it is missing"
+    )
+    p.add_argument(
+        "--emailrelay", metavar="PATH", help="the emailrelay command (default: the one beside python)"
+    )
+    p.add_argument(
+        "--tmp-dir", metavar="DIR", help="where the spool directories are made (default: $TMPDIR or /tmp)"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="seconds allowed for one smtp-source or forwarder run (600)",
+    )
+    args = p.parse_args(argv)
+    args.messages = args.messages or (500 if args.quick else 5000)
+    args.proxy_messages = args.proxy_messages or (300 if args.quick else 3000)
+    args.sessions = args.sessions or 20
+    args.large_mb = args.large_mb or (10 if args.quick else 100)
+    for name in ("messages", "proxy_messages", "sessions", "large_mb"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM: stop everything and clean up, as for Ctrl-C
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminated)
+    ensure_postfix(install=not args.no_install)
+    exe = emailrelay_command(args.emailrelay)
+    procs = Processes()
+    rows: list[Row] = []
+    large = args.large_mb * MB
+    no_journal = False
+    try:
+        with workdir(args.tmp_dir, args.keep) as work:
+            no_journal = ext4_without_journal(work)
+            print(
+                f"# emailrelay forwarding benchmark, {datetime.datetime.now().isoformat(timespec='seconds')}\n"
+                f"# {platform.node()}: {os.cpu_count()} cpus, Linux {platform.release()}, "
+                f"Python {platform.python_version()}, spool on {filesystem_of(work)}"
+                f"{' (no journal)' if no_journal else ''}, "
+                f"emailrelay at {git_commit()}\n"
+                f"# --as-client: {args.messages} x 10 KB; smtp-source: {args.proxy_messages} x 10 KB, "
+                f"{args.sessions} sessions, one connection per message; large message {args.large_mb} MB",
+                flush=True,
+            )
+
+            print("  running store only ...", flush=True)
+            stored = run_emailrelay(procs, exe, work, SMALL, args.proxy_messages, args.sessions, args.timeout)
+            store_row = Row(**{f.name: getattr(stored, f.name) for f in dataclasses.fields(Result)})
+            store_row.label = "store only"
+            store_row.target = "(reference)"
+            rows.append(store_row)
+
+            for label, tag, extra in (
+                ("proxy --forward-on-disconnect", "proxy", []),
+                ("proxy --immediate", "immediate", ["--immediate"]),
+            ):
+                print(f"  running {label} ...", flush=True)
+                row = run_proxy(
+                    procs, exe, work, label, tag, extra, args.proxy_messages, args.sessions, args.timeout
+                )
+                if row.ok and store_row.ok:
+                    ratio = row.msgs_per_s / store_row.msgs_per_s
+                    row.target = f"/store {ratio:.2f}, >= {RATIO_TARGET}: {verdict(ratio >= RATIO_TARGET)}"
+                rows.append(row)
+
+            print("  running forward (--as-client) ...", flush=True)
+            forward, _ = run_client(
+                procs, exe, work, "forward (--as-client)", "forward", args.messages, SMALL, args.timeout
+            )
+            if forward.ok:
+                forward.target = (
+                    f">= {FORWARD_TARGET:.0f} msg/s: {verdict(forward.msgs_per_s >= FORWARD_TARGET)}"
+                )
+            rows.append(forward)
+
+            print("  running memory 10 KB ...", flush=True)
+            small, _ = run_client(procs, exe, work, "memory 10 KB", "mem-small", 1, SMALL, args.timeout)
+            small.target = "(reference)"
+            rows.append(small)
+            print(f"  running memory {args.large_mb} MB ...", flush=True)
+            big, _ = run_client(
+                procs, exe, work, f"memory {args.large_mb} MB", "mem-large", 1, large, args.timeout
+            )
+            if small.ok and big.ok and small.peak_rss_kib and big.peak_rss_kib:
+                growth = (big.peak_rss_kib - small.peak_rss_kib) / 1024
+                big.target = f"{growth:+.1f} MB, < {MEMORY_TARGET:.0f} MB: {verdict(growth < MEMORY_TARGET)}"
+            rows.append(big)
+    finally:
+        procs.stop_all()
+
+    print()
+    print(table(rows))
+    print()
+    print(
+        "msg/s: --as-client rows over the whole command's wall time; server rows at smtp-source. "
+        "end-to-end: until the spool was empty and smtp-sink had every message."
+    )
+    if no_journal:
+        print(
+            "note: the spool is on an ext4 without a journal, which avoids reusing inodes deleted in the last\n"
+            "  60-360 s: every file creation then reads past each recently deleted inode (the kernel's\n"
+            "  recently_deleted()), so storing slows down while (and for minutes after) messages are\n"
+            "  forwarded and deleted -- the proxy rows, and any run soon after another; compare with\n"
+            "  --tmp-dir on a journaled file system"
+        )
+    failed = False
+    for r in rows:
+        for note in r.notes:
+            print(f"  {r.label}: {note}")
+        for line in r.problems[:5]:
+            print(f"  {r.label}: emailrelay log: {line}")
+        if len(r.problems) > 5:
+            print(f"  {r.label}: ... {len(r.problems) - 5} more warning/error line(s)")
+        if r.error:
+            failed = True
+            print(f"  {r.label}: ERROR: {r.error}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # everything started has been stopped by then
+        sys.exit("forward.py: interrupted; every process it started has been stopped")
