@@ -33,6 +33,7 @@ import ipaddress
 from dataclasses import dataclass, fields
 from typing import TypeVar
 
+from emailrelay.filters import Chain, FilterSpecError, parse_chain, program_warnings
 from emailrelay.options import Parsed, expand_app
 from emailrelay.smtp_client import ClientSmtpConfig, ClientTls
 
@@ -93,6 +94,8 @@ class ForwardConfig:
     client_auth_config: str = ""
     anonymous_client: bool = False  # --anonymous=client
     tls: ClientTls | None = None  # --client-tls or --client-tls-connection
+    client_filter: Chain = Chain()  # --client-filter
+    filter_timeout: int = 60
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,9 @@ class ServerConfig:
     daemon: bool
     #: False with --dont-serve or --as-client: no listeners, forward once and exit.
     serving: bool = True
+    #: --filter: runs on each stored message before it is committed.
+    filter: Chain = Chain()
+    filter_timeout: int = 60
     #: None when there is no forward address.
     forward: ForwardConfig | None = None
     #: Startup warnings (OPTIONS.md 9.2) for cli to print once; the worker does not print them.
@@ -153,6 +159,8 @@ def build(parsed: Parsed) -> ServerConfig:
         log=log,
         daemon=not (parsed.flag("no-daemon") or parsed.has("as-client")),
         serving=not (parsed.flag("dont-serve") or parsed.has("as-client")),
+        filter=filter_chain(parsed, "filter"),
+        filter_timeout=number(parsed, "filter-timeout", 60),
         forward=forward,
         warnings=tuple(startup_warnings(parsed, log)),
         log_warnings=tuple(smtp_warnings + client_warnings),
@@ -247,7 +255,13 @@ def check_semantics(parsed: Parsed) -> None:
         raise ConfigError("the --client-interface option cannot be used with a unix-domain forwarding address")
     if has("domain") and parsed.value("domain") == "":
         raise ConfigError("the --domain value must not be empty")
-    # Rows 38-40 (filter and verifier specifications) belong to the filters issue.
+    for name, what in (("filter", "filter"), ("client-filter", "client filter")):
+        if has(name):
+            try:
+                parse_chain(parsed.items(name))
+            except FilterSpecError as e:
+                raise ConfigError(f"invalid {what} specification: {e}") from None
+    # Row 40 (address verifier specifications) comes with the verifiers.
 
 
 def _positive(text: str | None) -> bool:
@@ -333,7 +347,17 @@ def forward_config(parsed: Parsed) -> tuple[ForwardConfig | None, list[str]]:
         client_auth_config=parsed.value("client-auth-config") or "",
         anonymous_client="client" in anonymous_scopes(parsed.value("anonymous")),
         tls=client_tls(parsed),
+        client_filter=filter_chain(parsed, "client-filter"),
+        filter_timeout=number(parsed, "filter-timeout", 60),
     ), warnings
+
+
+def filter_chain(parsed: Parsed, name: str) -> Chain:
+    """The chain of a --filter / --client-filter option (already checked by check_semantics)."""
+    try:
+        return parse_chain(parsed.items(name)) if parsed.has(name) else Chain()
+    except FilterSpecError as e:  # pragma: no cover - check_semantics has refused it
+        raise ConfigError(str(e)) from None
 
 
 def client_tls(parsed: Parsed) -> ClientTls | None:
@@ -424,6 +448,12 @@ def startup_warnings(parsed: Parsed, log: LogConfig) -> list[str]:
         )
     if "/pam" in (parsed.value("server-auth"), parsed.value("pop-auth")):
         warnings.append("pam authentication should be enabled with pam: rather than /pam")
+    for name in ("filter", "client-filter"):
+        if parsed.has(name):
+            try:
+                warnings += program_warnings(parse_chain(parsed.items(name)))
+            except FilterSpecError:
+                pass
     domain = parsed.value("domain")
     if domain and not (domain.isascii() and domain.isprintable()):
         warnings.append(f"the domain should be printable ascii: try using \"{a_label(domain)}\"")

@@ -325,10 +325,36 @@ class Spool:
         fsyncs are shared between concurrent commits.  Returns only when the
         READY name is durable.  On failure nothing is left READY.
         """
+        await self.prepare(msg, envelope)
+        await self.finish(msg)
+
+    async def prepare(self, msg: NewMessage, envelope: Envelope) -> None:
+        """The NEW state: content and ``.envelope.new`` durable (server filters run now).
+
+        On failure the partial files are removed and the error re-raised.
+        """
         import asyncio  # not at module level: emailrelay-submit must start fast
+
         try:
             await asyncio.to_thread(self._prepare, msg, envelope)
+        except BaseException:
+            self.discard(msg)
+            raise
+
+    async def finish(self, msg: NewMessage, *, missing_ok: bool = False) -> bool:
+        """NEW -> READY, durably.  Returns False if the files were gone (a filter took them).
+
+        With `missing_ok` a vanished ``.envelope.new`` is not an error (the
+        abandon result of SPEC.md 1.3 #4a).  On any other failure nothing is
+        left READY and the error is re-raised.
+        """
+        try:
             os.rename(msg.new_envelope_path, msg.envelope_path)
+        except FileNotFoundError:
+            if missing_ok:
+                return False
+            self.discard(msg)
+            raise
         except BaseException:
             self.discard(msg)
             raise
@@ -341,6 +367,18 @@ class Spool:
             # the client is about to be told it was not accepted.
             self.discard(msg)
             raise
+        return True
+
+    async def resync(self, msg: NewMessage) -> None:
+        """fsync the content and ``.envelope.new`` again (a filter may have rewritten them)."""
+        import asyncio
+
+        if self._fsync:
+            await asyncio.to_thread(_fsync_paths, msg.content_path, msg.new_envelope_path)
+
+    def forget(self, msg: NewMessage) -> None:
+        """Close an uncommitted message's files without removing them (a filter owns them now)."""
+        msg.close()
 
     def discard(self, msg: NewMessage) -> None:
         """Remove every file of an uncommitted (or withdrawn) message."""
@@ -548,6 +586,18 @@ def _writer_is_dead(msg_id: str) -> bool:
         return psutil.Process(pid).create_time() > secs + 1
     except Exception:  # psutil.NoSuchProcess and friends: gone meanwhile
         return True
+
+
+def _fsync_paths(*paths: Path) -> None:
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _unlink_quietly(path: Path) -> None:

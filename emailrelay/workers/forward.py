@@ -37,10 +37,11 @@ import asyncio
 import dataclasses
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from emailrelay.config import ServerConfig
 from emailrelay.envelope import Envelope, EnvelopeError, parse, reason_lines, serialise
+from emailrelay.filters import Chain, Outcome
 from emailrelay.log import Log
 from emailrelay.smtp_client import ClientSettings, ConnectError, SmtpClient, SmtpError
 from emailrelay.spool import Claim, Spool, State
@@ -57,6 +58,8 @@ class ForwardSettings:
     forward_to_some: bool = False
     retry_limit: int = 0
     retry_interval: float = 60.0
+    client_filter: Chain = field(default_factory=Chain)
+    filter_timeout: float = 60.0
 
 
 @dataclass
@@ -139,6 +142,8 @@ class Forwarder:
                     continue
                 client, stop = await self._forward_one(claim, client, unreachable, result)
                 if stop:
+                    if not result.error:
+                        self.log.info("forwarding: a client filter asked to stop this run")
                     break
         finally:
             if client is not None:
@@ -165,6 +170,11 @@ class Forwarder:
         if not envelope.to_remote:
             self._fail(claim, envelope, "no remote recipients", 0, temporary=False, result=result)
             return client, False
+        routed = bool(envelope.forward_to) and bool(self.settings.client_filter)
+        if routed:  # the client filter runs first, as the routing filter (SPEC.md 7.7)
+            envelope, stop = await self._client_filter(claim, envelope, result, routing=True)
+            if envelope is None:
+                return client, stop
         address = envelope.forward_to_address or self.settings.forward_to
         if address in unreachable:
             self.spool.release(claim)
@@ -191,6 +201,11 @@ class Forwarder:
                 self._fail(claim, envelope, str(e), e.code, temporary=True, result=result)
                 result.error = str(e)
                 return None, True
+        stop = False
+        if self.settings.client_filter and not routed:
+            envelope, stop = await self._client_filter(claim, envelope, result, routing=False)
+            if envelope is None:
+                return client, stop
         why = client.unsendable(envelope)
         if why:
             self._fail(claim, envelope, why, 0, temporary=False, result=result)
@@ -211,13 +226,38 @@ class Forwarder:
             self.spool.deliver(claim)
             result.sent += 1
             self.log.info(f"forwarding: {claim.id}: sent")
-            return client, False
+            return client, stop
         rewrite = None
         if self.settings.forward_to_some and delivery.accepted and delivery.rejected:
             rewrite = _with_recipients(envelope, [r for r, _ in delivery.rejected])
         temporary = 400 <= delivery.code < 500
         self._fail(claim, envelope, delivery.reason, delivery.code, temporary=temporary, result=result, rewrite=rewrite)
-        return client, False
+        return client, stop
+
+    async def _client_filter(
+        self, claim: Claim, envelope: Envelope, result: RunResult, *, routing: bool
+    ) -> tuple[Envelope | None, bool]:
+        """Run --client-filter on a claimed message (SPEC.md 3.6, 7.7).
+
+        Returns the envelope to send (re-read: the filter may edit it), or
+        None when the message is not to be sent now; and the stop flag.
+        """
+        content = str(self.spool.content_path(claim.id))
+        verdict = await self.settings.client_filter.run(
+            content, str(claim.path), client=True, timeout=self.settings.filter_timeout
+        )
+        if verdict.outcome is Outcome.ABANDON:
+            self.spool.release(claim)
+            return None, verdict.special
+        if verdict.outcome is Outcome.FAIL:
+            reason = "routing filter failed" if routing else (verdict.reason or verdict.response)
+            self._fail(claim, envelope, reason, 0 if routing else 550, temporary=False, result=result)
+            return None, verdict.special
+        try:
+            return parse(claim.path.read_bytes()), verdict.special
+        except (OSError, EnvelopeError) as e:
+            self._fail(claim, envelope, f"failed: {e}", 0, temporary=False, result=result)
+            return None, verdict.special
 
     def _fail(
         self,

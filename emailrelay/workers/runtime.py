@@ -115,6 +115,8 @@ def forward_settings(config: ServerConfig, domain: str):  # noqa: ANN201 - Forwa
         tls=f.tls,
     )
     return ForwardSettings(
+        client_filter=f.client_filter,
+        filter_timeout=f.filter_timeout,
         forward_to=f.address,
         client=client,
         forward_to_some=f.forward_to_some,

@@ -20,16 +20,28 @@ import asyncio
 import os
 import signal
 import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+from emailrelay import filters
 from emailrelay.config import ServerConfig
 from emailrelay.envelope import Envelope
 from emailrelay.log import Log
 from emailrelay.smtp_client import SmtpClient
 from emailrelay.smtp_protocol import BODY_TO_CONTENT, Session, SessionConfig, Transaction
 from emailrelay.smtp_server import ServerSettings, SmtpServer, bind, format_address
-from emailrelay.spool import Spool
+from emailrelay.spool import NewMessage, Spool
 from emailrelay.workers import runtime
 from emailrelay.workers.forward import Forwarder, ForwardSettings
+
+
+@dataclass(frozen=True)
+class StoragePolicy:
+    """What the storage server does with a message between storing and committing it."""
+
+    filter: filters.Chain = field(default_factory=filters.Chain)
+    filter_timeout: float = 60.0
+    rescan: Callable[[], None] | None = None  # ask for a forwarding run (filter exits 102-104)
 
 
 class SpoolHandler:
@@ -39,9 +51,10 @@ class SpoolHandler:
     before the reply, on a client connection that this session owns.
     """
 
-    def __init__(self, spool: Spool, log: Log, forwarder: Forwarder | None = None) -> None:
+    def __init__(self, spool: Spool, log: Log, policy: StoragePolicy, forwarder: Forwarder | None = None) -> None:
         self.spool = spool
         self.log = log
+        self.policy = policy
         self.forwarder = forwarder
         self._client: SmtpClient | None = None
 
@@ -63,14 +76,44 @@ class SpoolHandler:
             utf8_mailbox_names=transaction.utf8_names,
         )
         try:
-            await self.spool.commit(msg, envelope)  # type: ignore[arg-type]
+            await self.spool.prepare(msg, envelope)  # type: ignore[arg-type]
         except OSError as e:
             reason = (e.strerror or str(e)).lower()
             self.log.error(f"cannot store message {msg.id}: {reason}")  # type: ignore[union-attr]
             return f"452 cannot store message: {reason}"
-        self.log.info(f"stored message {msg.id} ({msg.size} bytes)")  # type: ignore[union-attr]
+        verdict = filters.OK
+        if self.policy.filter:
+            verdict = await self.policy.filter.run(
+                str(msg.content_path), str(msg.new_envelope_path), client=False, timeout=self.policy.filter_timeout
+            )
+        try:
+            return await self._finish(msg, verdict)  # type: ignore[arg-type]
+        finally:
+            if verdict.special and self.policy.rescan is not None:
+                self.policy.rescan()  # after the reply is decided (SPEC.md 3.5)
+
+    async def _finish(self, msg: NewMessage, verdict: filters.Result) -> str:
+        """Commit, drop or leave the message as the filter said; returns the reply."""
+        if verdict.outcome is filters.Outcome.FAIL:
+            self.spool.discard(msg)
+            self.log.warning(f"message {msg.id} rejected by the filter: {verdict.reason}")
+            code = verdict.code if 400 <= verdict.code < 600 else 452
+            return f"{code} {verdict.response}"
+        try:
+            if verdict.outcome is filters.Outcome.ABANDON:
+                self.spool.forget(msg)
+                kept = await self.spool.finish(msg, missing_ok=True)
+                self.log.info(f"message {msg.id} {'kept' if kept else 'taken'} by the filter")
+                return "250 message processed"
+            if self.policy.filter:
+                await self.spool.resync(msg)
+            await self.spool.finish(msg)
+        except OSError as e:
+            self.log.error(f"cannot commit message {msg.id}: {e}")
+            return "452 rejected"
+        self.log.info(f"stored message {msg.id} ({msg.size} bytes)")
         if self.forwarder is not None:
-            reply, self._client = await self.forwarder.forward_now(msg.id, self._client)  # type: ignore[union-attr]
+            reply, self._client = await self.forwarder.forward_now(msg.id, self._client)
             return reply
         return "250 message processed"
 
@@ -152,7 +195,14 @@ async def _serve(
     immediate = forwarder if forward is not None and forward.immediate else None
     if immediate is not None:
         log.warning("using --immediate can result in client timeout errors: try --forward-on-disconnect instead")
-    server = SmtpServer(settings, lambda: SpoolHandler(spool, log, immediate), log, on_session_end=on_session_end)
+    policy = StoragePolicy(
+        filter=config.filter,
+        filter_timeout=config.filter_timeout,
+        rescan=(lambda: forwarder.request("rescan")) if forwarder is not None else None,
+    )
+    server = SmtpServer(
+        settings, lambda: SpoolHandler(spool, log, policy, immediate), log, on_session_end=on_session_end
+    )
     addresses = [s.getsockname() for s in sockets]
     await server.start(sockets)
     for address in addresses:
