@@ -118,6 +118,8 @@ class ServerConfig:
     #: --filter: runs on each stored message before it is committed.
     filter: Chain = Chain()
     filter_timeout: int = 60
+    #: --delivery-dir for deliver: ("" = the spool directory).
+    delivery_dir: str = ""
     #: None when there is no forward address.
     forward: ForwardConfig | None = None
     #: Startup warnings (OPTIONS.md 9.2) for cli to print once; the worker does not print them.
@@ -160,6 +162,7 @@ def build(parsed: Parsed) -> ServerConfig:
         daemon=not (parsed.flag("no-daemon") or parsed.has("as-client")),
         serving=not (parsed.flag("dont-serve") or parsed.has("as-client")),
         filter=filter_chain(parsed, "filter"),
+        delivery_dir=_path(parsed.value("delivery-dir")) or "",
         filter_timeout=number(parsed, "filter-timeout", 60),
         forward=forward,
         warnings=tuple(startup_warnings(parsed, log)),

@@ -20,9 +20,13 @@ The exit code means different things for server and client filters (3.3);
 (rescan for server filters, stop for client filters), and for failures
 the response, reason and SMTP code parsed from the program's output (3.4).
 
+The file built-ins (copy:, deliver:, split:, msgid:) live in
+filters_file.py and the network ones (net:, spam:, spam-edit:, mx:) in
+filters_net.py; `FilterContext` gives them the spool, the message id, the
+domain and the delivery directory.
+
 Not here: what a result does to the spool or the SMTP reply (the workers
-decide), and the network and file built-ins (net:, spam:, copy:, deliver:,
-split:, mx:, msgid:), which come with the server-policy work.
+decide).
 """
 
 from __future__ import annotations
@@ -32,14 +36,46 @@ import enum
 import os
 import re
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 #: Filter stdout kept (SPEC.md appendix A).
 STDOUT_LIMIT = 1024
 FILTER_ENV = {"PATH": "/usr/bin:/bin", "IFS": " \t\n"}
 BUILTINS = ("exit", "net", "spam", "spam-edit", "copy", "deliver", "split", "mx", "msgid", "file", "sleepms")
-NOT_YET = ("net", "spam", "spam-edit", "copy", "deliver", "split", "mx", "msgid")
+#: Built-ins implemented in their own modules: kind -> module name.
+#: Each module has ``check(kind, value)`` (raises FilterSpecError) and
+#: ``async run(kind, value, content, envelope, *, client, timeout, context) -> Result``.
+BUILTIN_MODULES = {
+    "copy": "emailrelay.filters_file",
+    "deliver": "emailrelay.filters_file",
+    "split": "emailrelay.filters_file",
+    "msgid": "emailrelay.filters_file",
+    "net": "emailrelay.filters_net",
+    "spam": "emailrelay.filters_net",
+    "spam-edit": "emailrelay.filters_net",
+    "mx": "emailrelay.filters_net",
+}
+
+
+@dataclass(frozen=True)
+class FilterContext:
+    """What built-in filters may need beyond the two file paths."""
+
+    spool_dir: str = ""
+    msg_id: str = ""
+    domain: str = "localhost"  # --domain, for msgid:
+    delivery_dir: str = ""  # --delivery-dir; "" = the spool directory
+    new_id: Callable[[], str] | None = None  # allocates message ids (split:)
+
+
+def _builtin(kind: str):  # noqa: ANN202 - the module
+    import importlib
+
+    try:
+        return importlib.import_module(BUILTIN_MODULES[kind])
+    except ModuleNotFoundError:
+        return None
 
 
 class FilterSpecError(Exception):
@@ -108,16 +144,25 @@ def interpret(exit_code: int, output: bytes, *, client: bool, name: str = "") ->
 class Filter:
     """One item of a chain."""
 
-    kind: str  # "program", "exit", "sleepms"
-    value: str  # the program path or the number
+    kind: str  # "program", "exit", "sleepms", or a BUILTIN_MODULES kind
+    value: str  # the program path, the number, or the built-in's options
     spec: str  # as written
 
-    async def run(self, content: str, envelope: str, *, client: bool, timeout: float) -> Result:
+    async def run(
+        self, content: str, envelope: str, *, client: bool, timeout: float, context: FilterContext | None = None
+    ) -> Result:
         if self.kind == "exit":
             return interpret(int(self.value), b"", client=client, name=self.spec)
         if self.kind == "sleepms":
             await asyncio.sleep(int(self.value) / 1000)
             return OK
+        if self.kind in BUILTIN_MODULES:
+            module = _builtin(self.kind)
+            assert module is not None
+            return await module.run(
+                self.kind, self.value, content, envelope, client=client, timeout=timeout,
+                context=context or FilterContext(),
+            )
         return await run_program(self.value, [content, envelope], client=client, timeout=timeout)
 
 
@@ -130,10 +175,12 @@ class Chain:
     def __bool__(self) -> bool:
         return bool(self.filters)
 
-    async def run(self, content: str, envelope: str, *, client: bool, timeout: float) -> Result:
+    async def run(
+        self, content: str, envelope: str, *, client: bool, timeout: float, context: FilterContext | None = None
+    ) -> Result:
         special = False
         for f in self.filters:
-            result = await f.run(content, envelope, client=client, timeout=timeout)
+            result = await f.run(content, envelope, client=client, timeout=timeout, context=context)
             special = special or result.special
             if not result.ok:
                 return Result(result.outcome, special, result.response, result.reason, result.code)
@@ -163,8 +210,13 @@ def parse_chain(items: Sequence[str], *, base_dir: str | None = None) -> Chain:
                     raise FilterSpecError(f"numeric value too big: {value}")
                 filters.append(Filter(kind, str(int(value)), spec))
                 continue
-            if kind in NOT_YET:
-                raise FilterSpecError(f"the {kind}: filter is not supported yet")
+            if kind in BUILTIN_MODULES:
+                module = _builtin(kind)
+                if module is None or kind not in getattr(module, "KINDS", ()):
+                    raise FilterSpecError(f"the {kind}: filter is not supported yet")
+                module.check(kind, value)
+                filters.append(Filter(kind, value, spec))
+                continue
             spec_path = value  # file:<path>
         else:
             spec_path = spec

@@ -291,7 +291,7 @@ EMAILRELAY_OPTIONS = OptionTable(
         Option("anonymous", "A", "<scope>", group=SERVER, optional_value=True,
                help="Say less about this server: a comma list of vrfy, server, content and client.",
                detail="Without a list (or with yes) all four apply."),
-        Option("delivery-dir", None, "<dir>", group=SERVER, since_issue=_POLICY,
+        Option("delivery-dir", None, "<dir>", group=SERVER,
                help="Base directory for local mailboxes written by the deliver: filter.",
                detail="Defaults to the spool directory."),
         Option("dnsbl", None, "<config>", group=SERVER, multi=True, since_issue=_POLICY,

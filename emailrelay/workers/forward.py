@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from emailrelay.config import ServerConfig
 from emailrelay.envelope import Envelope, EnvelopeError, parse, reason_lines, serialise
-from emailrelay.filters import Chain, Outcome
+from emailrelay.filters import Chain, FilterContext, Outcome
 from emailrelay.log import Log
 from emailrelay.smtp_client import ClientSettings, ConnectError, SmtpClient, SmtpError
 from emailrelay.spool import Claim, Spool, State
@@ -243,8 +243,14 @@ class Forwarder:
         None when the message is not to be sent now; and the stop flag.
         """
         content = str(self.spool.content_path(claim.id))
+        context = FilterContext(
+            spool_dir=str(self.spool.directory),
+            msg_id=claim.id,
+            domain=self.settings.client.domain,
+            new_id=self.spool.new_id,
+        )
         verdict = await self.settings.client_filter.run(
-            content, str(claim.path), client=True, timeout=self.settings.filter_timeout
+            content, str(claim.path), client=True, timeout=self.settings.filter_timeout, context=context
         )
         if verdict.outcome is Outcome.ABANDON:
             self.spool.release(claim)

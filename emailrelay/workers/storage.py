@@ -42,6 +42,8 @@ class StoragePolicy:
     filter: filters.Chain = field(default_factory=filters.Chain)
     filter_timeout: float = 60.0
     rescan: Callable[[], None] | None = None  # ask for a forwarding run (filter exits 102-104)
+    domain: str = "localhost"
+    delivery_dir: str = ""
 
 
 class SpoolHandler:
@@ -83,8 +85,16 @@ class SpoolHandler:
             return f"452 cannot store message: {reason}"
         verdict = filters.OK
         if self.policy.filter:
+            context = filters.FilterContext(
+                spool_dir=str(self.spool.directory),
+                msg_id=msg.id,
+                domain=self.policy.domain,
+                delivery_dir=self.policy.delivery_dir,
+                new_id=self.spool.new_id,
+            )
             verdict = await self.policy.filter.run(
-                str(msg.content_path), str(msg.new_envelope_path), client=False, timeout=self.policy.filter_timeout
+                str(msg.content_path), str(msg.new_envelope_path), client=False,
+                timeout=self.policy.filter_timeout, context=context,
             )
         try:
             return await self._finish(msg, verdict)  # type: ignore[arg-type]
@@ -199,6 +209,8 @@ async def _serve(
         filter=config.filter,
         filter_timeout=config.filter_timeout,
         rescan=(lambda: forwarder.request("rescan")) if forwarder is not None else None,
+        domain=settings.session.domain,
+        delivery_dir=config.delivery_dir or str(spool.directory),
     )
     server = SmtpServer(
         settings, lambda: SpoolHandler(spool, log, policy, immediate), log, on_session_end=on_session_end
