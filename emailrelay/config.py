@@ -99,6 +99,17 @@ class ForwardConfig:
 
 
 @dataclass(frozen=True)
+class ServerTls:
+    """Server TLS (OPTIONS.md 2.7, 3.5): STARTTLS or implicit TLS, certificates, client verification."""
+
+    implicit: bool  # --server-tls-connection (else --server-tls: STARTTLS)
+    certificate: tuple[str, ...]  # one PEM with key and chain, or key then cert
+    verify: str | None = None  # CA file or directory, "<default>"; None or "<none>": no client certificate asked
+    required: bool = False  # --server-tls-required
+    config: tuple[str, ...] = ()  # --tls-config items
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Everything the storage worker needs."""
 
@@ -120,6 +131,10 @@ class ServerConfig:
     filter_timeout: int = 60
     #: --delivery-dir for deliver: ("" = the spool directory).
     delivery_dir: str = ""
+    server_auth: str | None = None  # a secrets file, or "pam:"
+    server_auth_config: str = ""
+    server_tls: ServerTls | None = None
+    connection_timeout: int = 40  # also the TLS handshake timeout
     #: None when there is no forward address.
     forward: ForwardConfig | None = None
     #: Startup warnings (OPTIONS.md 9.2) for cli to print once; the worker does not print them.
@@ -163,6 +178,10 @@ def build(parsed: Parsed) -> ServerConfig:
         serving=not (parsed.flag("dont-serve") or parsed.has("as-client")),
         filter=filter_chain(parsed, "filter"),
         delivery_dir=_path(parsed.value("delivery-dir")) or "",
+        server_auth=_secrets_path(parsed.value("server-auth")),
+        server_auth_config=parsed.value("server-auth-config") or "",
+        server_tls=server_tls(parsed),
+        connection_timeout=number(parsed, "connection-timeout", 40),
         filter_timeout=number(parsed, "filter-timeout", 60),
         forward=forward,
         warnings=tuple(startup_warnings(parsed, log)),
@@ -361,6 +380,20 @@ def filter_chain(parsed: Parsed, name: str) -> Chain:
         return parse_chain(parsed.items(name)) if parsed.has(name) else Chain()
     except FilterSpecError as e:  # pragma: no cover - check_semantics has refused it
         raise ConfigError(str(e)) from None
+
+
+def server_tls(parsed: Parsed) -> ServerTls | None:
+    """Server TLS settings, or None when neither server TLS mode is on."""
+    if not (parsed.flag("server-tls") or parsed.flag("server-tls-connection")):
+        return None
+    verify = parsed.value("server-tls-verify")
+    return ServerTls(
+        implicit=parsed.flag("server-tls-connection"),
+        certificate=tuple(expand_app(item) for item in parsed.items("server-tls-certificate")),
+        verify=verify if verify is None or verify.startswith("<") else expand_app(verify),
+        required=parsed.flag("server-tls-required"),
+        config=tuple(item.strip().lower() for item in parsed.items("tls-config")),
+    )
 
 
 def client_tls(parsed: Parsed) -> ClientTls | None:

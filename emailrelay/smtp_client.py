@@ -114,32 +114,9 @@ class ClientTls:
 
     def context(self) -> ssl.SSLContext:
         """The SSL context; raises ssl.SSLError/OSError for bad files."""
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # SPEC.md section 0
-        versions = {"tlsv1.0": ssl.TLSVersion.TLSv1, "tlsv1.1": ssl.TLSVersion.TLSv1_1,
-                    "tlsv1.2": ssl.TLSVersion.TLSv1_2, "tlsv1.3": ssl.TLSVersion.TLSv1_3}
-        for item in self.config:
-            if item in versions:
-                ctx.minimum_version = versions[item]
-            elif item.startswith("-") and item[1:] in versions:
-                ctx.maximum_version = versions[item[1:]]
-        ctx.check_hostname = False
-        noverify = "noverify" in self.config
-        if self.verify is None or self.verify == "<none>" or noverify:
-            ctx.verify_mode = ssl.CERT_NONE
-        else:
-            ctx.verify_mode = ssl.CERT_REQUIRED
-            if self.verify == "<default>":
-                ctx.load_default_certs()
-            elif os.path.isdir(self.verify):
-                ctx.load_verify_locations(capath=self.verify)
-            else:
-                ctx.load_verify_locations(cafile=self.verify)
-        if self.certificate:
-            key = self.certificate[0]
-            cert = self.certificate[-1]
-            ctx.load_cert_chain(certfile=cert, keyfile=key)
-        return ctx
+        from emailrelay.tls import client_context
+
+        return client_context(self.config, self.certificate, self.verify)
 
     def check_name(self, peer: dict | None) -> str:
         """Why the server certificate does not carry verify_name, or ""."""

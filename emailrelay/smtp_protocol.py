@@ -32,7 +32,11 @@ ends only at CRLF "." CRLF: bare LF and bare CR are ordinary data, so
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
+import inspect
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -112,6 +116,12 @@ class Framer:
     @property
     def buffered(self) -> int:
         return len(self._buf) - self._pos
+
+    def clear(self) -> None:
+        """Drop everything buffered (after STARTTLS: no plaintext may leak into the TLS session)."""
+        self._buf.clear()
+        self._pos = 0
+        self._discarding = False
 
     def start_data(self) -> None:
         self.mode = Mode.DATA
@@ -367,6 +377,35 @@ class Handler(Protocol):
         """Drop an unfinished transaction's files."""
 
 
+class ServerAuth(Protocol):
+    """Server authentication policy (secrets, trust, mechanisms); None when there is no --server-auth."""
+
+    def mechanisms(self, secure: bool) -> list[str]:
+        """Mechanisms offered in a plain (or TLS) session; [] = none."""
+
+    def start(self, mechanism: str) -> AuthExchange:
+        """A new exchange for one offered mechanism."""
+
+    def trusted(self, peer_ip: str) -> str | None:
+        """The trust keyword of a ``server none`` line matching the peer, or None."""
+
+    def failed(self, peer_ip: str, mechanism: str, user: str, reason: str) -> float:
+        """Record a failure (logged by the policy); returns seconds to wait before replying."""
+
+    def succeeded(self, peer_ip: str) -> None:
+        """Forget earlier failures of this peer."""
+
+
+class AuthExchange(Protocol):
+    """One SASL exchange (sasl.ServerMechanism has this shape)."""
+
+    id: str | None
+
+    def challenge(self) -> bytes: ...
+
+    def respond(self, data: bytes) -> tuple[str, object] | Awaitable[tuple[str, object]]: ...
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     domain: str
@@ -378,6 +417,9 @@ class SessionConfig:
     smtputf8strict: bool = False
     strictparsing: bool = True
     anonymous: frozenset[str] = frozenset()
+    auth: ServerAuth | None = None  # --server-auth
+    starttls: bool = False  # --server-tls: STARTTLS offered
+    tls_required: bool = False  # --server-tls-required
 
 
 # -- the session state machine -------------------------------------------------
@@ -391,6 +433,7 @@ class State(enum.Enum):
     DATA = "data"
     BDAT = "bdat"
     MUST_RESET = "must-reset"
+    AUTH = "auth"  # inside a SASL exchange: the next line is a response
     END = "end"
 
 
@@ -398,12 +441,13 @@ S = State
 #: Every legal state change.  "RSET/EHLO/HELO" may go to IDLE from anywhere.
 TRANSITIONS: dict[State, frozenset[State]] = {
     S.START: frozenset({S.IDLE, S.END}),
-    S.IDLE: frozenset({S.IDLE, S.GOT_MAIL, S.MUST_RESET, S.END}),
+    S.IDLE: frozenset({S.IDLE, S.GOT_MAIL, S.MUST_RESET, S.AUTH, S.END}),
     S.GOT_MAIL: frozenset({S.IDLE, S.GOT_RCPT, S.MUST_RESET, S.END}),
     S.GOT_RCPT: frozenset({S.IDLE, S.DATA, S.BDAT, S.MUST_RESET, S.END}),
     S.DATA: frozenset({S.IDLE, S.END}),
     S.BDAT: frozenset({S.IDLE, S.MUST_RESET, S.END}),
     S.MUST_RESET: frozenset({S.IDLE, S.END}),
+    S.AUTH: frozenset({S.IDLE, S.END}),
     S.END: frozenset(),
 }
 
@@ -414,6 +458,8 @@ ALLOWED: dict[str, frozenset[State]] = {
     "DATA": frozenset({S.GOT_MAIL, S.GOT_RCPT}),
     "BDAT": frozenset({S.IDLE, S.GOT_MAIL, S.GOT_RCPT, S.BDAT}),
     "VRFY": frozenset({S.START, S.IDLE, S.GOT_MAIL, S.GOT_RCPT}),
+    "AUTH": frozenset({S.IDLE}),
+    "STARTTLS": frozenset({S.IDLE}),
 }
 
 OUT_OF_SEQUENCE = "503 command out of sequence -- use RSET to resynchronise"
@@ -456,6 +502,17 @@ class Session:
         self.errors = 0
         self._bdat_last = False
         self._bdat_size = 0
+        self.secure = False  # TLS is on (implicit, or after STARTTLS)
+        self.cipher = ""
+        self.client_certificate = ""  # PEM, when the client presented one
+        self.starttls_pending = False  # the adapter must now do the TLS handshake
+        self.auth_id = ""  # authenticated id
+        self.auth_mechanism = ""
+        self.trust = ""  # keyword of a matching "server none" line
+        self.auth_delay = 0.0  # seconds the adapter should wait before sending the next replies
+        self._exchange: AuthExchange | None = None
+        if config.auth is not None:
+            self.trust = config.auth.trusted(peer_ip) or ""
 
     # state
 
@@ -531,10 +588,14 @@ class Session:
 
     async def _command(self, raw: bytes) -> list[str]:
         line = raw.decode("utf-8", "surrogateescape")
+        if self.state is State.AUTH:
+            return await self._auth_response(line)
         verb, _, arg = line.replace("\t", " ").partition(" ")
         verb = verb.upper()
         method = getattr(self, "smtp_" + verb, None) if verb.isalpha() else None
-        if method is None or (verb == "BDAT" and not self.config.chunking):
+        if method is None or (verb == "BDAT" and not self.config.chunking) or (
+            verb == "STARTTLS" and not self.config.starttls
+        ):
             return self._error("500 command unrecognized")
         allowed = ALLOWED.get(verb)
         if allowed is not None and self.state not in allowed:
@@ -564,24 +625,31 @@ class Session:
             self.enter_state(State.IDLE)
         return ["250 state reset"]
 
-    def _hello(self, arg: str) -> bool:
-        """EHLO/HELO: a new peer name ends any transaction; False if no name."""
+    def _hello(self, arg: str, *, ehlo: bool = False) -> bool:
+        """EHLO/HELO: a new peer name ends any transaction (EHLO also AUTH); False if no name."""
         name = arg.strip(" \t")
         if not name:
             return False
         self.peer_name = name
         self._clear()
+        if ehlo:
+            self.auth_id = self.auth_mechanism = ""
         self.enter_state(State.IDLE)
         return True
 
     async def smtp_EHLO(self, arg: str, line: str) -> list[str]:
-        if not self._hello(arg):
+        if not self._hello(arg, ehlo=True):
             return ["501 parameter required"]
         c = self.config
         hello = "smtp says hello" if "server" in c.anonymous else f"{c.domain} says hello"
         lines = [hello]
         if c.size:
             lines.append(f"SIZE {c.size}")
+        mechanisms = self._mechanisms()
+        if mechanisms:
+            lines.append("AUTH " + " ".join(mechanisms))
+        if c.starttls and not self.secure:
+            lines.append("STARTTLS")
         if "vrfy" not in c.anonymous:
             lines.append("VRFY")
         if c.chunking:
@@ -598,12 +666,118 @@ class Session:
             return ["501 parameter required"]
         return ["250 hello"]
 
+    # authentication and TLS (SPEC.md 6.3, section 0)
+
+    def _mechanisms(self) -> list[str]:
+        auth = self.config.auth
+        return auth.mechanisms(self.secure) if auth is not None else []
+
+    def _must_starttls(self) -> bool:
+        return self.config.tls_required and not self.secure
+
+    def _needs_auth(self) -> str:
+        """The 530 reply when MAIL/VRFY must wait for TLS or AUTH, else ""."""
+        if self._must_starttls():
+            return "530 must issue a STARTTLS command first"
+        if self.config.auth is not None and not self.auth_id and not self.trust:
+            return "530 authentication required"
+        return ""
+
     async def smtp_AUTH(self, arg: str, line: str) -> list[str]:
-        return ["502 command not implemented"]
+        auth = self.config.auth
+        if auth is None:
+            return ["502 command not implemented"]
+        if self.auth_id:
+            return self._error(OUT_OF_SEQUENCE)
+        if self._must_starttls():
+            return ["530 must issue a STARTTLS command first"]
+        offered = self._mechanisms()
+        if not offered:
+            if auth.mechanisms(True) and not self.secure:
+                suffix = ": use starttls" if self.config.starttls else ""
+                return [f"504 unsupported authentication mechanism{suffix}"]
+            return ["502 command not implemented"]
+        words = arg.split()
+        name = words[0].upper() if words else ""
+        if name not in offered:
+            return ["504 unsupported authentication mechanism"]
+        exchange = auth.start(name)
+        initial: bytes | None = None
+        if len(words) > 1:
+            if name.startswith("CRAM-"):
+                return ["501 invalid argument"]
+            if words[1] == "=":
+                initial = b""
+            else:
+                try:
+                    initial = base64.b64decode(words[1], validate=True)
+                except (binascii.Error, ValueError):
+                    return ["501 invalid argument"]
+        self._exchange = exchange
+        self.auth_mechanism = name
+        self.enter_state(State.AUTH)
+        if initial is not None:
+            return await self._auth_step(initial)
+        return ["334 " + base64.b64encode(exchange.challenge()).decode()]
+
+    async def _auth_response(self, line: str) -> list[str]:
+        if line.strip() == "*":
+            self._exchange = None
+            self.enter_state(State.IDLE)
+            return ["501 authentication cancelled"]
+        try:
+            data = base64.b64decode(line.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return self._auth_done("fail", "response not base64")
+        return await self._auth_step(data)
+
+    async def _auth_step(self, data: bytes) -> list[str]:
+        assert self._exchange is not None
+        answer = self._exchange.respond(data)
+        if inspect.isawaitable(answer):  # PAM checks run in a thread
+            answer = await answer
+        outcome, value = answer
+        if outcome == "continue":
+            assert isinstance(value, bytes)
+            return ["334 " + base64.b64encode(value).decode()]
+        return self._auth_done(outcome, str(value))
+
+    def _auth_done(self, outcome: str, value: str) -> list[str]:
+        exchange, self._exchange = self._exchange, None
+        self.enter_state(State.IDLE)
+        auth = self.config.auth
+        assert auth is not None and exchange is not None
+        if outcome == "ok":
+            self.auth_id = value
+            auth.succeeded(self.peer_ip)
+            return ["235 authentication successful"]
+        self.auth_delay = auth.failed(self.peer_ip, self.auth_mechanism, exchange.id or "", value)
+        self.auth_mechanism = ""
+        return ["535 authentication failed"]
+
+    async def smtp_STARTTLS(self, arg: str, line: str) -> list[str]:
+        if self.secure:
+            return self._error(OUT_OF_SEQUENCE)
+        self.starttls_pending = True
+        return ["220 ready to start tls"]
+
+    def tls_started(self, cipher: str, certificate: str) -> None:
+        """The adapter finished a handshake (STARTTLS or implicit TLS)."""
+        self.starttls_pending = False
+        self.secure = True
+        self.cipher = cipher
+        self.client_certificate = certificate
+        self.auth_id = self.auth_mechanism = ""
+        if self.state is not State.START:
+            self._clear()
+            self.enter_state(State.IDLE)
 
     async def smtp_VRFY(self, arg: str, line: str) -> list[str]:
         if "vrfy" in self.config.anonymous:
             return ["252 cannot vrfy"]
+        refusal = self._needs_auth()
+        if refusal:
+            return [refusal]
         address = arg.strip(" \t")
         if address.upper().endswith(" SMTPUTF8"):
             address = address[:-9].rstrip(" \t")
@@ -614,6 +788,9 @@ class Session:
         return [f"252 cannot verify but will accept: {printable(address)}"]
 
     async def smtp_MAIL(self, arg: str, line: str) -> list[str]:
+        refusal = self._needs_auth()
+        if refusal:
+            return [refusal]
         head, _, rest = line.replace("\t", " ").partition(" ")
         if not rest.lstrip(" ").upper().startswith("FROM:"):
             return ["553 mailbox name not allowed: invalid mail-from command"]
@@ -667,7 +844,10 @@ class Session:
 
         helo = printable_ascii(self.peer_name.replace(" ", "-"))
         stamp = time.strftime("%a, %-d %b %Y %H:%M:%S %z", time.localtime())
-        line = f"Received: from {helo} ([{self.peer_ip}]) by {self.config.domain} with ESMTP ; {stamp}\r\n"
+        protocol = "ESMTP" + ("S" if self.secure else "") + ("A" if self.auth_id else "")
+        if self.secure and self.cipher:
+            protocol += " tls " + re.sub(r"[^A-Za-z0-9_]", "", self.cipher.replace("-", "_"))
+        line = f"Received: from {helo} ([{self.peer_ip}]) by {self.config.domain} with {protocol} ; {stamp}\r\n"
         self._store(line.encode("utf-8", "surrogateescape"))
 
     async def smtp_DATA(self, arg: str, line: str) -> list[str]:

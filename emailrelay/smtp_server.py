@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -64,6 +65,9 @@ class ServerSettings:
     idle_timeout: float = 60.0
     log_address: bool = False  # --log-address / --log-format=address: "<ip>; " on session lines
     log_port: bool = False  # --log-format=port: "<port>: " on session lines
+    tls_context: ssl.SSLContext | None = None  # for STARTTLS or implicit TLS
+    implicit_tls: bool = False  # --server-tls-connection
+    handshake_timeout: float = 40.0  # --connection-timeout
 
 
 def log_context(ip: str, port: int, address: bool, with_port: bool) -> str:
@@ -98,8 +102,12 @@ class SmtpServer:
         self.sessions_finished = 0
 
     async def start(self, sockets: list[socket.socket]) -> None:
+        implicit = self.settings.tls_context if self.settings.implicit_tls else None
         for sock in sockets:
-            server = await asyncio.start_server(self._accept, sock=sock, limit=READ_SIZE)
+            server = await asyncio.start_server(
+                self._accept, sock=sock, limit=READ_SIZE, ssl=implicit,
+                ssl_handshake_timeout=self.settings.handshake_timeout if implicit else None,
+            )
             self._servers.append(server)
 
     async def stop(self) -> None:
@@ -153,6 +161,8 @@ class SmtpServer:
         )
         trace = log.verbose_on
         reason = "disconnected"
+        if writer.get_extra_info("ssl_object") is not None:
+            session.tls_started(*_tls_details(writer))
         try:
             greeting = session.greeting()
             if trace:
@@ -183,9 +193,15 @@ class SmtpServer:
                     self._send(writer, out, log if trace else None)
                     await _drain(writer)
                     break
+                if session.auth_delay:
+                    await asyncio.sleep(session.auth_delay)  # slow down password guessing
+                    session.auth_delay = 0.0
                 if out:
                     self._send(writer, out, log if trace else None)
                     await _drain(writer)
+                if session.starttls_pending:
+                    framer.clear()
+                    await self._start_tls(writer, session, log)
         except (ConnectionError, OSError) as e:
             reason = str(e) or type(e).__name__
         except asyncio.CancelledError:
@@ -210,6 +226,17 @@ class SmtpServer:
                 writer.close()
             except Exception:  # noqa: BLE001 - the transport may be gone already
                 pass
+
+    async def _start_tls(self, writer: asyncio.StreamWriter, session: Session, log: _SessionLog) -> None:
+        """The server side of STARTTLS; a failed handshake ends the session."""
+        assert self.settings.tls_context is not None
+        try:
+            async with asyncio.timeout(self.settings.handshake_timeout or None):
+                await writer.start_tls(self.settings.tls_context)
+        except (TimeoutError, ssl.SSLError, OSError) as e:
+            raise ConnectionError(f"tls handshake failed: {getattr(e, 'reason', None) or e or 'timed out'}") from None
+        session.tls_started(*_tls_details(writer))
+        log.info(f"tls established: {session.cipher}")
 
     @staticmethod
     def _send(writer: asyncio.StreamWriter, lines: list[str], log: _SessionLog | None) -> None:
@@ -243,6 +270,16 @@ class _SessionLog:
 
     def debug(self, text: str) -> None:
         self._log.debug(self._prefix + text)
+
+
+def _tls_details(writer: asyncio.StreamWriter) -> tuple[str, str]:
+    """(cipher name, client certificate PEM or "") of a TLS connection."""
+    ssl_object = writer.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return "", ""
+    cipher = (ssl_object.cipher() or ("",))[0]
+    der = ssl_object.getpeercert(binary_form=True)
+    return cipher, ssl.DER_cert_to_PEM_cert(der) if der else ""
 
 
 def _printable(data: bytes) -> str:

@@ -125,6 +125,43 @@ def forward_settings(config: ServerConfig, domain: str):  # noqa: ANN201 - Forwa
     )
 
 
+def server_auth(config: ServerConfig, domain: str, log: Log):  # noqa: ANN201 - ServerAuth | None
+    """The --server-auth policy, or None; raises StartupError for a broken secrets file."""
+    from emailrelay import auth_policy
+
+    if config.server_auth is None:
+        return None
+    if config.server_auth in ("pam:", "/pam"):
+        if not auth_policy.pam_available():
+            raise StartupError("pam authentication is not available: the python-pam package is missing")
+        return auth_policy.PamAuth(config.server_auth_config, log.warning)
+    from emailrelay.secrets import Secrets, SecretsError
+
+    try:
+        secrets = Secrets.load(config.server_auth)
+    except SecretsError as e:
+        raise StartupError(str(e)) from None
+    for warning in secrets.warnings:
+        log.warning(warning)
+    return auth_policy.SecretsAuth(secrets, domain, config.server_auth_config, log.warning)
+
+
+def server_tls_context(config: ServerConfig):  # noqa: ANN201 - ssl.SSLContext | None
+    """The server's SSL context, or None; raises StartupError for unusable certificate files."""
+    t = config.server_tls
+    if t is None:
+        return None
+    import ssl
+
+    from emailrelay.tls import server_context
+
+    try:
+        return server_context(t.config, t.certificate, t.verify)
+    except (ssl.SSLError, OSError) as e:
+        reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e)
+        raise StartupError(f"cannot use the tls certificate files: {reason}") from None
+
+
 def fatal(program: str, text: str) -> None:
     """The one-line error of a worker that cannot start (stderr, whatever the log)."""
     sys.stderr.write(f"{program}: error: {text}\n")

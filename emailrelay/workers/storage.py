@@ -74,6 +74,8 @@ class SpoolHandler:
             to_local=list(transaction.to_local),
             to_remote=list(transaction.to_remote),
             client=session.peer_ip,
+            authentication=session.auth_id or session.trust,
+            client_certificate=session.client_certificate,
             mail_from_auth_in=transaction.auth_in,
             utf8_mailbox_names=transaction.utf8_names,
         )
@@ -149,6 +151,8 @@ def run(config: ServerConfig) -> int:
             raise runtime.StartupError(f"socket bind error: {(e.strerror or str(e)).lower()}", 2) from None
         domain = config.domain or runtime.default_domain()
         forward_settings = runtime.forward_settings(config, domain)
+        auth = runtime.server_auth(config, domain, log)
+        tls_context = runtime.server_tls_context(config)
     except runtime.StartupError as e:
         runtime.fatal(config.log.program, str(e))
         return e.code
@@ -162,6 +166,9 @@ def run(config: ServerConfig) -> int:
         smtputf8strict=config.smtp.smtputf8strict,
         strictparsing=config.smtp.strictparsing,
         anonymous=config.anonymous,
+        auth=auth,
+        starttls=config.server_tls is not None and not config.server_tls.implicit,
+        tls_required=config.server_tls is not None and config.server_tls.required,
     )
     settings = ServerSettings(
         session=session,
@@ -169,6 +176,9 @@ def run(config: ServerConfig) -> int:
         idle_timeout=config.idle_timeout,
         log_address=config.log.address,
         log_port=config.log.port,
+        tls_context=tls_context,
+        implicit_tls=config.server_tls is not None and config.server_tls.implicit,
+        handshake_timeout=config.connection_timeout,
     )
     try:
         return asyncio.run(_serve(config, settings, spool, sockets, log, forward_settings))

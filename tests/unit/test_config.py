@@ -137,11 +137,11 @@ def test_the_real_9_1_errors_through_build() -> None:
 
 def test_not_supported_yet() -> None:
     assert error("--pop") == "--pop is not supported yet"
-    assert error("--no-daemon", "--server-tls", "--pop") == "--server-tls is not supported yet"
+    assert error("--no-daemon", "--dnsbl=x", "--pop") == "--dnsbl is not supported yet"
     assert error("--as-client=a:25", "--address-verifier=x") == "--address-verifier is not supported yet"
     assert error("--localedir=/x", "-t") == "--localedir is not supported yet"
     assert error("--pid-file=/x", "-t") == "--pid-file is not supported yet"
-    assert error("--pop=no", "--dont-serve=no", "--server-auth=x") == "--server-auth is not supported yet"
+    assert error("--pop=no", "--dont-serve=no", "--admin=1") == "--admin is not supported yet"
 
 
 def test_every_unimplemented_option_is_refused() -> None:
