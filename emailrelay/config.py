@@ -36,6 +36,7 @@ from typing import TypeVar
 from emailrelay.filters import Chain, FilterSpecError, parse_chain, program_warnings
 from emailrelay.options import Parsed, expand_app
 from emailrelay.smtp_client import ClientSmtpConfig, ClientTls
+from emailrelay.verifiers import Verifier
 
 
 class ConfigError(Exception):
@@ -131,6 +132,7 @@ class ServerConfig:
     filter_timeout: int = 60
     #: --delivery-dir for deliver: ("" = the spool directory).
     delivery_dir: str = ""
+    address_verifier: Verifier | None = None  # --address-verifier
     server_auth: str | None = None  # a secrets file, or "pam:"
     server_auth_config: str = ""
     server_tls: ServerTls | None = None
@@ -178,6 +180,7 @@ def build(parsed: Parsed) -> ServerConfig:
         serving=not (parsed.flag("dont-serve") or parsed.has("as-client")),
         filter=filter_chain(parsed, "filter"),
         delivery_dir=_path(parsed.value("delivery-dir")) or "",
+        address_verifier=Verifier(parsed.value("address-verifier") or "") if parsed.has("address-verifier") else None,
         server_auth=_secrets_path(parsed.value("server-auth")),
         server_auth_config=parsed.value("server-auth-config") or "",
         server_tls=server_tls(parsed),
@@ -283,7 +286,11 @@ def check_semantics(parsed: Parsed) -> None:
                 parse_chain(parsed.items(name))
             except FilterSpecError as e:
                 raise ConfigError(f"invalid {what} specification: {e}") from None
-    # Row 40 (address verifier specifications) comes with the verifiers.
+    if has("address-verifier"):
+        try:
+            Verifier(parsed.value("address-verifier") or "")
+        except FilterSpecError as e:
+            raise ConfigError(f"invalid verifier specification: {e}") from None
 
 
 def _positive(text: str | None) -> bool:
@@ -484,6 +491,11 @@ def startup_warnings(parsed: Parsed, log: LogConfig) -> list[str]:
         )
     if "/pam" in (parsed.value("server-auth"), parsed.value("pop-auth")):
         warnings.append("pam authentication should be enabled with pam: rather than /pam")
+    if parsed.has("address-verifier"):
+        try:
+            warnings += Verifier(parsed.value("address-verifier") or "").warnings()
+        except FilterSpecError:
+            pass
     for name in ("filter", "client-filter"):
         if parsed.has(name):
             try:

@@ -286,7 +286,7 @@ EMAILRELAY_OPTIONS = OptionTable(
                detail="0 picks a free port."),
         Option("remote-clients", "r", group=SERVER, level=20,
                help="Accept connections from any address, not just local and private ones."),
-        Option("address-verifier", None, "<program>", group=SERVER, since_issue=_POLICY,
+        Option("address-verifier", None, "<program>", group=SERVER,
                help="Check each recipient address with this program."),
         Option("anonymous", "A", "<scope>", group=SERVER, optional_value=True,
                help="Say less about this server: a comma list of vrfy, server, content and client.",

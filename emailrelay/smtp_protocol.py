@@ -40,7 +40,10 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from emailrelay.verifiers import Verdict
 
 #: Longest command line accepted, including CRLF (SPEC.md section 0).
 MAX_LINE = 2048
@@ -376,6 +379,9 @@ class Handler(Protocol):
     def abort(self, transaction: Transaction) -> None:
         """Drop an unfinished transaction's files."""
 
+    def verify(self, session: Session, address: str, mail_from: str) -> Awaitable[Verdict | None]:
+        """Check a RCPT (or VRFY: mail_from "") address; None = valid remote, unchanged."""
+
 
 class ServerAuth(Protocol):
     """Server authentication policy (secrets, trust, mechanisms); None when there is no --server-auth."""
@@ -489,6 +495,7 @@ class Session:
         framer: Framer,
         peer_ip: str,
         *,
+        peer_port: int = 0,
         on_state_change: Callable[[State, State], None] | None = None,
     ) -> None:
         self.config = config
@@ -496,6 +503,7 @@ class Session:
         self.handler = handler
         self.framer = framer
         self.peer_ip = peer_ip
+        self.peer_port = peer_port
         self.state = State.START
         self.peer_name = ""
         self.transaction: Transaction | None = None
@@ -785,7 +793,25 @@ class Session:
             return ["550 invalid mailbox"]
         from emailrelay.envelope import printable
 
-        return [f"252 cannot verify but will accept: {printable(address)}"]
+        verdict = await self.handler.verify(self, address, "")
+        if verdict is None or (verdict.valid and not verdict.local):
+            shown = verdict.address if verdict is not None and verdict.address else address
+            return [f"252 cannot verify but will accept: {printable(shown)}"]
+        if verdict.abort:
+            raise Closed([], verdict.reason or "verifier abort")
+        if verdict.valid:
+            return [f"250 {printable(verdict.full_name)}"]
+        return [self._refusal(verdict, address)]
+
+    @staticmethod
+    def _refusal(verdict: Verdict, raw: str) -> str:
+        from emailrelay.envelope import printable
+
+        code = 450 if verdict.temporary else 550
+        text = printable(verdict.text)
+        if not (raw.isascii() and raw.isprintable()):
+            text = f"recipient {printable(raw)} {text}".rstrip()
+        return f"{code} {text}".rstrip()
 
     async def smtp_MAIL(self, arg: str, line: str) -> list[str]:
         refusal = self._needs_auth()
@@ -830,7 +856,16 @@ class Session:
             return [f"550 {parsed.error}"]
         t = self.transaction
         assert t is not None
-        t.to_remote.append(parsed.address)
+        verdict = await self.handler.verify(self, parsed.address, t.mail_from)
+        if verdict is not None and verdict.abort:
+            raise Closed([], verdict.reason or "verifier abort")
+        if verdict is not None and not verdict.valid:
+            return [self._refusal(verdict, parsed.raw)]
+        if verdict is not None and verdict.local:
+            t.to_local.append(verdict.address)
+            self.enter_state(State.GOT_RCPT)
+            return [f"250 recipient <{parsed.raw}>  OK"]
+        t.to_remote.append(verdict.address if verdict is not None and verdict.address else parsed.address)
         if parsed.utf8_mailbox:
             t.utf8_names = True
         self.enter_state(State.GOT_RCPT)

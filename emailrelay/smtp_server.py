@@ -155,6 +155,7 @@ class SmtpServer:
             handler,
             framer,
             peer_ip,
+            peer_port=peer_port,
             on_state_change=(lambda old, new: log.debug(f"smtp state: {old.value} -> {new.value}"))
             if self.log.debug_on
             else None,

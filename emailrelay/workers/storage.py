@@ -31,6 +31,7 @@ from emailrelay.smtp_client import SmtpClient
 from emailrelay.smtp_protocol import BODY_TO_CONTENT, Session, SessionConfig, Transaction
 from emailrelay.smtp_server import ServerSettings, SmtpServer, bind, format_address
 from emailrelay.spool import NewMessage, Spool
+from emailrelay.verifiers import Query, Verdict, Verifier
 from emailrelay.workers import runtime
 from emailrelay.workers.forward import Forwarder, ForwardSettings
 
@@ -44,6 +45,7 @@ class StoragePolicy:
     rescan: Callable[[], None] | None = None  # ask for a forwarding run (filter exits 102-104)
     domain: str = "localhost"
     delivery_dir: str = ""
+    verifier: Verifier | None = None  # --address-verifier
 
 
 class SpoolHandler:
@@ -128,6 +130,24 @@ class SpoolHandler:
             reply, self._client = await self.forwarder.forward_now(msg.id, self._client)
             return reply
         return "250 message processed"
+
+    async def verify(self, session: Session, address: str, mail_from: str) -> Verdict | None:
+        verifier = self.policy.verifier
+        if verifier is None:
+            return None
+        ip, port = session.peer_ip, session.peer_port
+        query = Query(
+            recipient=address,
+            mail_from=mail_from,
+            client=f"{ip}.{port}" if ":" in ip else f"{ip}:{port}",
+            domain=self.policy.domain,
+            mechanism=session.auth_mechanism.lower() if session.auth_id else "none",
+            auth_id=session.auth_id or session.trust,
+        )
+        verdict = await verifier.verify(query, timeout=self.policy.filter_timeout)
+        if not verdict.valid:
+            self.log.info(f"recipient [{address}] refused by the address verifier: {verdict.reason}")
+        return verdict
 
     async def session_closed(self) -> None:
         if self._client is not None:
@@ -221,6 +241,7 @@ async def _serve(
         rescan=(lambda: forwarder.request("rescan")) if forwarder is not None else None,
         domain=settings.session.domain,
         delivery_dir=config.delivery_dir or str(spool.directory),
+        verifier=config.address_verifier,
     )
     server = SmtpServer(
         settings, lambda: SpoolHandler(spool, log, policy, immediate), log, on_session_end=on_session_end
