@@ -235,6 +235,20 @@ def _program_path(path: str, base_dir: str | None) -> str:
     return path
 
 
+def drain_warnings() -> list[str]:
+    """Warnings the built-in modules have collected since the last call (e.g. copy: with no sub-directories)."""
+    import sys
+
+    found: list[str] = []
+    for name in set(BUILTIN_MODULES.values()):
+        module = sys.modules.get(name)
+        pending = getattr(module, "WARNINGS", None)
+        if pending:
+            found += pending
+            pending.clear()
+    return found
+
+
 def program_warnings(chain: Chain, what: str = "filter") -> list[str]:
     """Start-up warnings for missing programs (OPTIONS.md 9.2)."""
     warnings = []

@@ -195,6 +195,19 @@ QUIRK_DECISIONS = [
      "EHLO [192.0.2.1] (2.6 sends the bare address)."),
     ("forwarding: TCP", "TCP_NODELAY is set on every SMTP socket (2.6 leaves Nagle's algorithm on, which "
      "costs its forwarding most of its speed)."),
+    ("filters: options", "Unknown sub-options of the built-in filters (copy:, deliver:, split:, msgid:) are "
+     "a start-up usage error (2.6 ignores them); deliver: takes its documented options."),
+    ("filters: msgid:", "A message that is all headers gets its Message-ID too (2.6 fails it as a format "
+     "error)."),
+    ("filters: split: as a client filter", "It works on the .busy envelope it is given (2.6 edits the "
+     ".envelope.new file, which does not exist then); the new messages go out on the next run."),
+    ("filters: local-only mail", "A message with only local recipients is given to --client-filter "
+     "before it would fail with no remote recipients, so a client-side deliver: can take it."),
+    ("filters: failures", "Files a failing copy:, deliver: or split: already wrote are removed again, "
+     "so that a retry does not deliver twice."),
+    ("forwarding: locks", "A forwarder locks both the envelope and the content of a message it is "
+     "sending, and locks them again after a client filter, so that no other forwarder's recovery can "
+     "take a message that is still being sent."),
     ("unimplemented options", "Options marked as not yet implemented, named multiple instances, and "
      "--interface items other than IP addresses are refused at start-up with a usage error saying they "
      "are not supported yet; the supervise and ctl commands likewise."),

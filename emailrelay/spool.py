@@ -236,12 +236,13 @@ class NewMessage:
 
 
 class Claim:
-    """A message this process is forwarding: its BUSY file and the lock on it."""
+    """A message this process is forwarding: its BUSY file, its content, and the locks on them."""
 
     def __init__(self, msg_id: str, fd: int, path: Path) -> None:
         self.id = msg_id
         self.fd = fd
         self.path = path
+        self.content_fd = -1
 
     def replace_fd(self, fd: int) -> None:
         old, self.fd = self.fd, fd
@@ -250,6 +251,9 @@ class Claim:
     def close(self) -> None:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
+            os.close(fd)
+        if self.content_fd >= 0:
+            fd, self.content_fd = self.content_fd, -1
             os.close(fd)
 
 
@@ -422,7 +426,34 @@ class Spool:
         except BaseException:
             os.close(fd)
             raise
-        return Claim(msg_id, fd, self.envelope_path(msg_id, State.BUSY))
+        claim = Claim(msg_id, fd, self.envelope_path(msg_id, State.BUSY))
+        claim.content_fd = _lock_quietly(self.content_path(msg_id))
+        return claim
+
+    def relock(self, claim: Claim) -> bool:
+        """Lock the BUSY file and content again after a filter may have replaced them.
+
+        Returns False if the envelope has gone or another process holds it.
+        """
+        try:
+            fd = os.open(claim.path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        if os.fstat(fd).st_ino != os.fstat(claim.fd).st_ino:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            claim.replace_fd(fd)
+        else:
+            os.close(fd)
+        content = _lock_quietly(self.content_path(claim.id))
+        if content >= 0:
+            if claim.content_fd >= 0:
+                os.close(claim.content_fd)
+            claim.content_fd = content
+        return True
 
     def read_claimed(self, claim: Claim) -> bytes:
         """The claimed envelope's bytes (read through the locked descriptor)."""
@@ -473,11 +504,27 @@ class Spool:
             durable.fsync_directory(self.directory)
         claim.close()
 
+    def _shared_with_subdirectory(self, msg_id: str) -> bool:
+        """True if a sub-directory holds an envelope of this id (copy:pop, submit --copy)."""
+        with os.scandir(self.directory) as it:
+            subdirs = [entry.path for entry in it if entry.is_dir(follow_symlinks=False)]
+        return any(
+            os.path.exists(os.path.join(sub, envelope_name(msg_id, state))) for sub in subdirs for state in State
+        )
+
     def recover_busy(self, *, log: Callable[[str], None] = lambda _: None) -> list[str]:
-        """Return BUSY messages that no live process holds to READY."""
+        """Return BUSY messages that no live process holds to READY.
+
+        A forwarder locks both the envelope and the content of a claimed
+        message, so a client filter that replaces one of them (by rename)
+        still leaves the other locked until the forwarder locks the new
+        file (`relock`); a message is recovered only when both are free.
+        """
         recovered = []
         for msg_id in self.ids(State.BUSY):
             path = self.envelope_path(msg_id, State.BUSY)
+            if _locked(self.content_path(msg_id)):
+                continue
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
@@ -549,7 +596,7 @@ class Spool:
         cleaned = []
         for msg_id, states in sorted(entries.items()):
             stale_new = State.NEW in states
-            orphan = states == {None}
+            orphan = states == {None} and not self._shared_with_subdirectory(msg_id)
             if not (stale_new or orphan) or not _writer_is_dead(msg_id):
                 continue
             if stale_new:
@@ -586,6 +633,29 @@ def _writer_is_dead(msg_id: str) -> bool:
         return psutil.Process(pid).create_time() > secs + 1
     except Exception:  # psutil.NoSuchProcess and friends: gone meanwhile
         return True
+
+
+def _lock_quietly(path: Path) -> int:
+    """An fd holding an exclusive flock on path, or -1 if it is missing or locked."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return -1
+    return fd
+
+
+def _locked(path: Path) -> bool:
+    """True if another open file description holds a lock on path."""
+    fd = _lock_quietly(path)
+    if fd < 0:
+        return path.exists()
+    os.close(fd)
+    return False
 
 
 def _fsync_paths(*paths: Path) -> None:

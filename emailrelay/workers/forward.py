@@ -39,6 +39,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from emailrelay import filters
 from emailrelay.config import ServerConfig
 from emailrelay.envelope import Envelope, EnvelopeError, parse, reason_lines, serialise
 from emailrelay.filters import Chain, FilterContext, Outcome
@@ -60,6 +61,7 @@ class ForwardSettings:
     retry_interval: float = 60.0
     client_filter: Chain = field(default_factory=Chain)
     filter_timeout: float = 60.0
+    delivery_dir: str = ""  # --delivery-dir, for a client-side deliver:
 
 
 @dataclass
@@ -167,14 +169,14 @@ class Forwarder:
         if not content.exists():
             self._fail(claim, envelope, "content file missing", 0, temporary=False, result=result)
             return client, False
+        routed = bool(self.settings.client_filter) and (bool(envelope.forward_to) or not envelope.to_remote)
+        if routed:  # before connecting: as the routing filter, or for local-only mail (deliver:)
+            envelope, stop = await self._client_filter(claim, envelope, result, routing=bool(envelope.forward_to))
+            if envelope is None:
+                return client, stop
         if not envelope.to_remote:
             self._fail(claim, envelope, "no remote recipients", 0, temporary=False, result=result)
             return client, False
-        routed = bool(envelope.forward_to) and bool(self.settings.client_filter)
-        if routed:  # the client filter runs first, as the routing filter (SPEC.md 7.7)
-            envelope, stop = await self._client_filter(claim, envelope, result, routing=True)
-            if envelope is None:
-                return client, stop
         address = envelope.forward_to_address or self.settings.forward_to
         if address in unreachable:
             self.spool.release(claim)
@@ -247,11 +249,14 @@ class Forwarder:
             spool_dir=str(self.spool.directory),
             msg_id=claim.id,
             domain=self.settings.client.domain,
+            delivery_dir=self.settings.delivery_dir,
             new_id=self.spool.new_id,
         )
         verdict = await self.settings.client_filter.run(
             content, str(claim.path), client=True, timeout=self.settings.filter_timeout, context=context
         )
+        for warning in filters.drain_warnings():
+            self.log.warning(warning)
         if verdict.outcome is Outcome.ABANDON:
             self.spool.release(claim)
             return None, verdict.special
@@ -259,6 +264,11 @@ class Forwarder:
             reason = "routing filter failed" if routing else (verdict.reason or verdict.response)
             self._fail(claim, envelope, reason, 0 if routing else 550, temporary=False, result=result)
             return None, verdict.special
+        if not self.spool.relock(claim):  # the filter replaced or removed the file
+            if claim.path.exists():
+                claim.close()
+                self.log.warning(f"forwarding: {claim.id}: taken by another process during the client filter")
+                return None, verdict.special
         try:
             return parse(claim.path.read_bytes()), verdict.special
         except (OSError, EnvelopeError) as e:

@@ -115,6 +115,7 @@ def forward_settings(config: ServerConfig, domain: str):  # noqa: ANN201 - Forwa
         tls=f.tls,
     )
     return ForwardSettings(
+        delivery_dir=config.delivery_dir,
         client_filter=f.client_filter,
         filter_timeout=f.filter_timeout,
         forward_to=f.address,

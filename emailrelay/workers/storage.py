@@ -100,6 +100,8 @@ class SpoolHandler:
                 str(msg.content_path), str(msg.new_envelope_path), client=False,
                 timeout=self.policy.filter_timeout, context=context,
             )
+            for warning in filters.drain_warnings():
+                self.log.warning(warning)
         try:
             return await self._finish(msg, verdict)  # type: ignore[arg-type]
         finally:
