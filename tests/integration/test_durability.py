@@ -163,3 +163,14 @@ def test_recovery_removes_files_of_dead_writers_only(relay, spool):
     )
     assert r.count("removed unfinished envelope of a dead process") == 1
     assert r.count("removed content without an envelope of a dead process") == 1
+
+
+def test_recovery_keeps_content_that_sub_directory_copies_share(relay, spool):
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    msg_id = f"emailrelay.{ended.pid}.1700000000.1"
+    (spool / f"{msg_id}.content").write_bytes(b"shared")
+    (spool / "alice").mkdir()
+    (spool / "alice" / f"{msg_id}.envelope").write_bytes(b"x")  # as copy:pop and submit --copy leave it
+    relay()
+    assert (spool / f"{msg_id}.content").read_bytes() == b"shared"
