@@ -57,10 +57,9 @@ tests/integration/test_filters_net.py):
   15, as 2.6); a nameserver is an IP literal with an optional port (``:53``
   by default; IPv6 as ``[addr]:port`` or ``addr.port``).  Anything else is
   ignored with a one-time warning per process and item (``mx: ignoring
-  unrecognised option: <item>``), written when the filter first runs with
-  it: through ``context.log.warning`` if the FilterContext carries a log,
-  else as an ``emailrelay: warning:`` line on stderr (the only log an
-  ``--as-client`` run has).  No nameserver -> the system's
+  unrecognised option: <item>``), queued in `WARNINGS` when the filter
+  first runs with it; the worker logs the queue after each filter run
+  (``filters.drain_warnings``).  No nameserver -> the system's
   (/etc/resolv.conf), else 127.0.0.1 and ::1.
 * dnspython does the DNS work, so the timers are its own: with one
   nameserver each query waits ``rt`` seconds (2.6: the restart timeout is
@@ -84,9 +83,9 @@ tests/integration/test_filters_net.py):
   lookup.
 
 On the client side the envelope is the forwarder's locked ``.busy`` file:
-the rename puts a new inode in its place, so the forwarder must take its
-lock (and its descriptor) again after a client filter, as it must after any
-filter program that edits by rename (a strict xfail test marks this).
+the rename puts a new inode in its place, so the forwarder takes its lock
+(and its descriptor) again after the filter; today it does so only after an
+ok result (a strict xfail test marks the failing case).
 
 Failure behaviour: `run` never raises for a message (an unexpected
 exception is a fail with response ``failed`` and the exception as the
@@ -104,7 +103,6 @@ import ipaddress
 import os
 import re
 import socket
-import sys
 import weakref
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -116,7 +114,7 @@ from emailrelay.envelope import EnvelopeError, parse, printable, serialise, xtex
 if TYPE_CHECKING:
     from emailrelay.filters import FilterContext
 
-__all__ = ["KINDS", "check", "close_connections", "run"]
+__all__ = ["KINDS", "WARNINGS", "check", "close_connections", "run"]
 
 KINDS = ("net", "spam", "spam-edit", "mx")
 
@@ -185,7 +183,7 @@ async def run(
         if kind in ("spam", "spam-edit"):
             return await _spam(value, content, timeout, edit=kind == "spam-edit")
         if kind == "mx":
-            return await _mx(value, envelope, timeout, context)
+            return await _mx(value, envelope, timeout)
     except Exception as e:  # a filter's error is the message's failure, never the server's
         return filters.Result(filters.Outcome.FAIL, False, "failed", printable(str(e) or type(e).__name__))
     raise ValueError(f"not a network filter: {kind}")
@@ -548,28 +546,21 @@ def address_literal(domain: str, port: int) -> str | None:
         raise _Failure(f"invalid address literal: {domain}") from None
 
 
+#: Warnings for the worker to log (filters.drain_warnings() empties it after each run).
+WARNINGS: list[str] = []
 _warned: set[str] = set()
 
 
-def _warn_once(context: FilterContext, text: str) -> None:
-    if text in _warned:
-        return
-    _warned.add(text)
-    log: Any = getattr(context, "log", None)
-    if log is not None and hasattr(log, "warning"):
-        log.warning(text)
-        return
-    try:
-        sys.stderr.write(f"emailrelay: warning: {text}\n")
-        sys.stderr.flush()
-    except (OSError, ValueError, AttributeError):
-        pass
+def _warn_once(text: str) -> None:
+    if text not in _warned:
+        _warned.add(text)
+        WARNINGS.append(text)
 
 
-async def _mx(value: str, envelope_path: str, timeout: float, context: FilterContext) -> filters.Result:
+async def _mx(value: str, envelope_path: str, timeout: float) -> filters.Result:
     options = mx_options(value)
     for item in options.unrecognised:
-        _warn_once(context, f"mx: ignoring unrecognised option: {item}")
+        _warn_once(f"mx: ignoring unrecognised option: {item}")
     try:
         with open(envelope_path, "rb") as f:
             env = parse(f.read())

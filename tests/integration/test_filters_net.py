@@ -468,8 +468,8 @@ def test_mx_failure_fails_the_message_as_routing_filter_failed(downstream, spool
 
 @pytest.mark.xfail(
     strict=True,
-    reason="workers/forward.py keeps its flock and Claim fd on the .busy inode that a client filter's "
-    "rename-over replaced, so the Reason lines of a later failure go to the old inode",
+    reason="workers/forward.py re-locks the .busy file only after an ok client filter: after a failing one "
+    "that replaced it (mx: clearing ForwardToAddress) the Reason lines go to the old inode",
 )
 def test_mx_failure_clears_a_stale_forward_to_address_and_keeps_the_reason(downstream, spool, dns):
     sink = downstream(Sink)
@@ -478,6 +478,16 @@ def test_mx_failure_clears_a_stale_forward_to_address_and_keeps_the_reason(downs
     env, extra_lines = bad_envelope(spool, msg_id)
     assert env.forward_to_address == ""
     assert extra_lines[:1] == ["X-MailRelay-Reason: routing filter failed"]
+
+
+def test_a_message_routed_by_mx_and_refused_there_goes_bad_with_the_reason(downstream, spool, dns):
+    default, a = downstream(Sink), downstream(Sink, data_reply=(554, "5.7.1 not here"))
+    msg_id = store(spool, forward_to=f"alpha.test:{a.port}")
+    assert as_client(spool, default.address, "--client-filter", f"mx:{dns.address}").returncode == 0
+    env, extra_lines = bad_envelope(spool, msg_id)
+    assert env.forward_to_address == f"127.0.0.1:{a.port}"
+    assert extra_lines[:2] == ["X-MailRelay-Reason: 5.7.1 not here", "X-MailRelay-ReasonCode: 554"]
+    assert default.messages == []
 
 
 def test_mx_tries_the_next_nameserver_and_warns_once_about_unknown_options(downstream, spool, dns):
