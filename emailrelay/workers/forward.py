@@ -261,6 +261,7 @@ class Forwarder:
             self.spool.release(claim)
             return None, verdict.special
         if verdict.outcome is Outcome.FAIL:
+            self.spool.relock(claim)  # the filter may have rewritten the envelope before failing
             reason = "routing filter failed" if routing else (verdict.reason or verdict.response)
             self._fail(claim, envelope, reason, 0 if routing else 550, temporary=False, result=result)
             return None, verdict.special

@@ -466,11 +466,6 @@ def test_mx_failure_fails_the_message_as_routing_filter_failed(downstream, spool
     assert states(spool)["bad"] == [msg_id] and ok not in states(spool)["ready"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workers/forward.py re-locks the .busy file only after an ok client filter: after a failing one "
-    "that replaced it (mx: clearing ForwardToAddress) the Reason lines go to the old inode",
-)
 def test_mx_failure_clears_a_stale_forward_to_address_and_keeps_the_reason(downstream, spool, dns):
     sink = downstream(Sink)
     msg_id = store(spool, forward_to=f"nowhere.test:{sink.port}", forward_to_address=sink.address)
