@@ -111,6 +111,17 @@ class ServerTls:
 
 
 @dataclass(frozen=True)
+class PopConfig:
+    """The POP3 server (OPTIONS.md 2.4, SPEC.md 8)."""
+
+    port: int  # --pop-port, 110
+    interfaces: tuple[str, ...]  # pop= and unqualified --interface items; () = wildcards
+    auth: str  # --pop-auth: a secrets file, or "pam:"
+    by_name: bool  # --pop-by-name
+    no_delete: bool  # --pop-no-delete
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Everything the storage worker needs."""
 
@@ -137,6 +148,7 @@ class ServerConfig:
     server_auth_config: str = ""
     server_tls: ServerTls | None = None
     connection_timeout: int = 40  # also the TLS handshake timeout
+    pop: PopConfig | None = None  # --pop
     #: None when there is no forward address.
     forward: ForwardConfig | None = None
     #: Startup warnings (OPTIONS.md 9.2) for cli to print once; the worker does not print them.
@@ -185,6 +197,13 @@ def build(parsed: Parsed) -> ServerConfig:
         server_auth_config=parsed.value("server-auth-config") or "",
         server_tls=server_tls(parsed),
         connection_timeout=number(parsed, "connection-timeout", 40),
+        pop=PopConfig(
+            port=number(parsed, "pop-port", 110, maximum=65535),
+            interfaces=smtp_interfaces(parsed.items("interface"), "pop"),
+            auth=_secrets_path(parsed.value("pop-auth")) or "",
+            by_name=parsed.flag("pop-by-name"),
+            no_delete=parsed.flag("pop-no-delete"),
+        ) if parsed.flag("pop") else None,
         filter_timeout=number(parsed, "filter-timeout", 60),
         forward=forward,
         warnings=tuple(startup_warnings(parsed, log)),
@@ -316,8 +335,8 @@ def _path(value: str | None) -> str | None:
     return None if value is None else expand_app(value)
 
 
-def smtp_interfaces(items: list[str]) -> tuple[str, ...]:
-    """The SMTP listen addresses among ``--interface`` items (unqualified and ``smtp=``).
+def smtp_interfaces(items: list[str], listener_kind: str = "smtp") -> tuple[str, ...]:
+    """The listen addresses of one listener kind among ``--interface`` items (unqualified and ``<kind>=``).
 
     Raises:
         ConfigError: for a listener form other than an IP address.
@@ -337,7 +356,7 @@ def smtp_interfaces(items: list[str]) -> tuple[str, ...]:
             if "/" in listener:
                 raise ConfigError(f"invalid address or interface name: {listener}") from None
             raise ConfigError(f"listening on a network interface name ({item}) is not supported yet") from None
-        if kind in ("", "smtp") and listener not in addresses:
+        if kind in ("", listener_kind) and listener not in addresses:
             addresses.append(listener)
     return tuple(addresses)
 

@@ -319,14 +319,14 @@ EMAILRELAY_OPTIONS = OptionTable(
                help="Refuse messages bigger than this many bytes.",
                detail="0 means no limit."),
         # POP server options
-        Option("pop", "B", group=POP, since_issue=_POP,
+        Option("pop", "B", group=POP,
                help="Run a POP3 server that serves the spooled messages.",
                detail="Requires --pop-auth."),
-        Option("pop-by-name", "J", group=POP, since_issue=_POP,
+        Option("pop-by-name", "J", group=POP,
                help="Give each POP user the spool sub-directory named after them."),
-        Option("pop-no-delete", "G", group=POP, since_issue=_POP,
+        Option("pop-no-delete", "G", group=POP,
                help="Ignore POP delete requests."),
-        Option("pop-port", "E", "<port>", group=POP, default="110", since_issue=_POP,
+        Option("pop-port", "E", "<port>", group=POP, default="110",
                help="Listen for POP connections on this port."),
         # Admin server options
         Option("admin", "a", "<port>", group=ADMIN, since_issue=_PROCESS,
@@ -345,7 +345,7 @@ EMAILRELAY_OPTIONS = OptionTable(
         Option("server-auth-config", None, "<config>", group=AUTH,
                help="Choose which authentication mechanisms the servers offer.",
                detail="Requires --server-auth."),
-        Option("pop-auth", "F", "<file>", group=AUTH, since_issue=_POP,
+        Option("pop-auth", "F", "<file>", group=AUTH,
                help="Check POP logins against the secrets in this file, or with pam:."),
         # TLS options
         Option("client-tls", "j", group=TLS,

@@ -175,6 +175,16 @@ def run(config: ServerConfig) -> int:
         forward_settings = runtime.forward_settings(config, domain)
         auth = runtime.server_auth(config, domain, log)
         tls_context = runtime.server_tls_context(config)
+        pop_listener = None
+        if config.pop is not None:
+            from emailrelay.workers import pop
+
+            pop_auth = pop.load_auth(config, domain, log)
+            try:
+                pop_sockets = bind(list(config.pop.interfaces), config.pop.port)
+            except OSError as e:
+                raise runtime.StartupError(f"socket bind error: {(e.strerror or str(e)).lower()}", 2) from None
+            pop_listener = (pop.PopServer(config, spool, pop_auth, tls_context, domain, log), pop_sockets)
     except runtime.StartupError as e:
         runtime.fatal(config.log.program, str(e))
         return e.code
@@ -203,7 +213,7 @@ def run(config: ServerConfig) -> int:
         handshake_timeout=config.connection_timeout,
     )
     try:
-        return asyncio.run(_serve(config, settings, spool, sockets, log, forward_settings))
+        return asyncio.run(_serve(config, settings, spool, sockets, log, forward_settings, pop_listener))
     except KeyboardInterrupt:
         return 130
 
@@ -215,6 +225,7 @@ async def _serve(
     sockets: list[socket.socket],
     log: Log,
     forward_settings: ForwardSettings | None,
+    pop_listener: tuple[object, list[socket.socket]] | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     stopping: asyncio.Future[int] = loop.create_future()
@@ -252,6 +263,13 @@ async def _serve(
     await server.start(sockets)
     for address in addresses:
         log.info(f"smtp server on {format_address(address[0], address[1])}")
+    pop_server = None
+    if pop_listener is not None:
+        pop_server, pop_sockets = pop_listener
+        pop_addresses = [s.getsockname() for s in pop_sockets]
+        await pop_server.start(pop_sockets)  # type: ignore[attr-defined]
+        for address in pop_addresses:
+            log.info(f"pop server on {format_address(address[0], address[1])}")
     if forward is not None:
         log.verbose(f"forwarding to {forward.address}")
     if config.log.close_stderr:
@@ -269,6 +287,8 @@ async def _serve(
     try:
         async with asyncio.timeout(10):
             await server.stop()
+            if pop_server is not None:
+                await pop_server.stop()  # type: ignore[attr-defined]
             if forwarder is not None:
                 await forwarder.stop()
     except TimeoutError:

@@ -91,9 +91,9 @@ def test_too_many_arguments() -> None:
 
 
 def test_not_supported_yet() -> None:
-    result = emailrelay("--pop")
+    result = emailrelay("--admin=10026")
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr == "emailrelay: usage error: --pop is not supported yet\n"
+    assert result.stderr == "emailrelay: usage error: --admin is not supported yet\n"
 
 
 def test_as_server_needs_no_daemon() -> None:
@@ -129,7 +129,7 @@ def test_config_file_errors(tmp_path: Path) -> None:
     conf = tmp_path / "emailrelay.conf"
     conf.write_text("# test\nno-daemon\npop\n")
     result = emailrelay(str(conf))
-    assert result.returncode == 1 and result.stderr == "emailrelay: usage error: --pop is not supported yet\n"
+    assert result.returncode == 1 and result.stderr == "emailrelay: usage error: the --pop option requires --pop-auth\n"
     conf.write_text("port 26\nv\n")
     result = emailrelay("--port=25", str(conf))
     assert result.returncode == 1
