@@ -33,6 +33,7 @@ import ipaddress
 from dataclasses import dataclass, fields
 from typing import TypeVar
 
+from emailrelay.dnsbl import Dnsbl
 from emailrelay.filters import Chain, FilterSpecError, parse_chain, program_warnings
 from emailrelay.options import Parsed, expand_app
 from emailrelay.smtp_client import ClientSmtpConfig, ClientTls
@@ -149,6 +150,7 @@ class ServerConfig:
     server_tls: ServerTls | None = None
     connection_timeout: int = 40  # also the TLS handshake timeout
     pop: PopConfig | None = None  # --pop
+    dnsbl: Dnsbl | None = None  # --dnsbl
     #: None when there is no forward address.
     forward: ForwardConfig | None = None
     #: Startup warnings (OPTIONS.md 9.2) for cli to print once; the worker does not print them.
@@ -204,6 +206,7 @@ def build(parsed: Parsed) -> ServerConfig:
             by_name=parsed.flag("pop-by-name"),
             no_delete=parsed.flag("pop-no-delete"),
         ) if parsed.flag("pop") else None,
+        dnsbl=Dnsbl(parsed.items("dnsbl")) if parsed.has("dnsbl") else None,
         filter_timeout=number(parsed, "filter-timeout", 60),
         forward=forward,
         warnings=tuple(startup_warnings(parsed, log)),
@@ -295,6 +298,11 @@ def check_semantics(parsed: Parsed) -> None:
         raise ConfigError("using --interface with client= is no longer supported: use --client-interface instead")
     if has("dnsbl") and not has("remote-clients"):
         raise ConfigError("--dnsbl requires --remote-clients or -r")
+    if has("dnsbl"):
+        try:
+            Dnsbl(parsed.items("dnsbl"))
+        except FilterSpecError as e:
+            raise ConfigError(f"invalid dnsbl configuration: {e}") from None
     if has("client-interface") and (forward_address(parsed) or "").startswith("/"):
         raise ConfigError("the --client-interface option cannot be used with a unix-domain forwarding address")
     if has("domain") and parsed.value("domain") == "":

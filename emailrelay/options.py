@@ -294,7 +294,7 @@ EMAILRELAY_OPTIONS = OptionTable(
         Option("delivery-dir", None, "<dir>", group=SERVER,
                help="Base directory for local mailboxes written by the deliver: filter.",
                detail="Defaults to the spool directory."),
-        Option("dnsbl", None, "<config>", group=SERVER, multi=True, since_issue=_POLICY,
+        Option("dnsbl", None, "<config>", group=SERVER, multi=True,
                help="Refuse clients listed by these DNS block lists.",
                detail="Requires --remote-clients."),
         Option("domain", "D", "<fqdn>", group=SERVER,

@@ -22,6 +22,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from emailrelay.dnsbl import Dnsbl
 from emailrelay.log import Log
 from emailrelay.smtp_protocol import Closed, Framer, Handler, Session, SessionConfig
 
@@ -65,6 +66,7 @@ class ServerSettings:
     idle_timeout: float = 60.0
     log_address: bool = False  # --log-address / --log-format=address: "<ip>; " on session lines
     log_port: bool = False  # --log-format=port: "<port>: " on session lines
+    dnsbl: Dnsbl | None = None  # --dnsbl
     tls_context: ssl.SSLContext | None = None  # for STARTTLS or implicit TLS
     implicit_tls: bool = False  # --server-tls-connection
     handshake_timeout: float = 40.0  # --connection-timeout
@@ -146,6 +148,14 @@ class SmtpServer:
             )
             writer.transport.abort()
             return
+        if self.settings.dnsbl is not None and not is_local_address(peer_ip):
+            verdict = await self.settings.dnsbl.check(peer_ip)
+            if verdict.listed or verdict.timed_out:
+                what = "timed out" if verdict.timed_out else "listed by " + ",".join(verdict.listed)
+                log.warning(f"dnsbl: {peer_ip}: {what}" + (": connection refused" if verdict.blocked else ""))
+            if verdict.blocked:
+                writer.transport.abort()
+                return
         self.sessions_started += 1
         log.info(f"smtp connection from {format_address(peer_ip, peer_port)}")
         framer = Framer()

@@ -208,6 +208,7 @@ def run(config: ServerConfig) -> int:
         idle_timeout=config.idle_timeout,
         log_address=config.log.address,
         log_port=config.log.port,
+        dnsbl=config.dnsbl,
         tls_context=tls_context,
         implicit_tls=config.server_tls is not None and config.server_tls.implicit,
         handshake_timeout=config.connection_timeout,

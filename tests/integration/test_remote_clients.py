@@ -119,3 +119,28 @@ def test_remote_clients_option_lets_them_in(namespace, spool):
         assert greeting_from_namespace(host_ip, r.port).startswith("b'220 ")
     finally:
         r.stop()
+
+
+def test_dnsbl_blocks_a_listed_client(namespace, spool):
+    from .dnsserver import DnsServer
+
+    host_ip, peer_ip = namespace
+    listed = ".".join(reversed(peer_ip.split("."))) + ".bl.test A 127.0.0.2"
+    with DnsServer([listed]) as dns:
+        r = start(spool, host_ip, "--remote-clients", "--dnsbl", f"bl.test,other.test,1,2000,{dns.address}")
+        try:
+            assert greeting_from_namespace(host_ip, r.port) == "b''"
+            r.wait_for(rf"dnsbl: {re.escape(peer_ip)}: listed by bl\.test: connection refused")
+        finally:
+            r.stop()
+        r = start(spool, host_ip, "--remote-clients", "--dnsbl", f"other.test,1,2000,{dns.address}")
+        try:
+            assert greeting_from_namespace(host_ip, r.port).startswith("b'220 ")
+        finally:
+            r.stop()
+        r = start(spool, host_ip, "--remote-clients", "--dnsbl", f"bl.test,0,2000,{dns.address}")  # log only
+        try:
+            assert greeting_from_namespace(host_ip, r.port).startswith("b'220 ")
+            r.wait_for(rf"dnsbl: {re.escape(peer_ip)}: listed by bl\.test$")
+        finally:
+            r.stop()

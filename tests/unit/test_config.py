@@ -137,7 +137,7 @@ def test_the_real_9_1_errors_through_build() -> None:
 
 def test_not_supported_yet() -> None:
     assert error("--pop") == "the --pop option requires --pop-auth"
-    assert error("--no-daemon", "--dnsbl=x", "--admin=1") == "--dnsbl is not supported yet"
+    assert error("--no-daemon", "--user=x", "--admin=1") == "--user is not supported yet"
     assert error("--as-client=a:25", "--pid-file=x") == "--pid-file is not supported yet"
     assert error("--localedir=/x", "-t") == "--localedir is not supported yet"
     assert error("--pid-file=/x", "-t") == "--pid-file is not supported yet"
