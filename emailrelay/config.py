@@ -179,10 +179,11 @@ def build(parsed: Parsed) -> ServerConfig:
     log = build_log(parsed)
     smtp, smtp_warnings = smtp_config(parsed.items("server-smtp-config"), SmtpServerConfig)
     forward, client_warnings = forward_config(parsed)
+    interface_warnings: list[str] = []
     config = ServerConfig(
         spool_dir=_path(parsed.value("spool-dir")),
         port=number(parsed, "port", DEFAULT_PORT, maximum=65535),
-        interfaces=smtp_interfaces(parsed.items("interface")),
+        interfaces=smtp_interfaces(parsed.items("interface"), "smtp", interface_warnings),
         size=number(parsed, "size", 0),
         remote_clients=parsed.flag("remote-clients"),
         domain=parsed.value("domain"),
@@ -201,7 +202,7 @@ def build(parsed: Parsed) -> ServerConfig:
         connection_timeout=number(parsed, "connection-timeout", 40),
         pop=PopConfig(
             port=number(parsed, "pop-port", 110, maximum=65535),
-            interfaces=smtp_interfaces(parsed.items("interface"), "pop"),
+            interfaces=smtp_interfaces(parsed.items("interface"), "pop", interface_warnings),
             auth=_secrets_path(parsed.value("pop-auth")) or "",
             by_name=parsed.flag("pop-by-name"),
             no_delete=parsed.flag("pop-no-delete"),
@@ -210,7 +211,7 @@ def build(parsed: Parsed) -> ServerConfig:
         filter_timeout=number(parsed, "filter-timeout", 60),
         forward=forward,
         warnings=tuple(startup_warnings(parsed, log)),
-        log_warnings=tuple(smtp_warnings + client_warnings),
+        log_warnings=tuple(smtp_warnings + client_warnings + interface_warnings),
     )
     if config.daemon:
         raise ConfigError("running as a background daemon is not supported yet: use --no-daemon")
@@ -343,11 +344,19 @@ def _path(value: str | None) -> str | None:
     return None if value is None else expand_app(value)
 
 
-def smtp_interfaces(items: list[str], listener_kind: str = "smtp") -> tuple[str, ...]:
+def smtp_interfaces(
+    items: list[str], listener_kind: str = "smtp", warnings: list[str] | None = None
+) -> tuple[str, ...]:
     """The listen addresses of one listener kind among ``--interface`` items (unqualified and ``<kind>=``).
 
+    Items are IP addresses or network interface names (``eth0``, ``lo``,
+    with an optional ``-ipv4``/``-ipv6`` suffix), whose addresses are taken
+    at start-up (OPTIONS.md 3.4; later address changes are not followed).
+    A name with no addresses adds a warning; if nothing is left the
+    wildcards are used.
+
     Raises:
-        ConfigError: for a listener form other than an IP address.
+        ConfigError: for fd#, Unix-socket and other unusable forms.
     """
     addresses: list[str] = []
     for item in items:
@@ -355,7 +364,8 @@ def smtp_interfaces(items: list[str], listener_kind: str = "smtp") -> tuple[str,
         if not eq or kind not in ("smtp", "pop", "admin"):
             kind, listener = "", item
         try:
-            ipaddress.ip_address(listener)
+            ipaddress.ip_address(listener.split("%", 1)[0])
+            found = [listener]
         except ValueError:
             if listener.startswith("fd#"):
                 raise ConfigError(f"listening on an inherited file descriptor ({item}) is not supported yet") from None
@@ -363,10 +373,27 @@ def smtp_interfaces(items: list[str], listener_kind: str = "smtp") -> tuple[str,
                 raise ConfigError(f"listening on a unix-domain socket ({item}) is not supported yet") from None
             if "/" in listener:
                 raise ConfigError(f"invalid address or interface name: {listener}") from None
-            raise ConfigError(f"listening on a network interface name ({item}) is not supported yet") from None
-        if kind in ("", listener_kind) and listener not in addresses:
-            addresses.append(listener)
+            found = interface_addresses(listener)
+            if not found and warnings is not None and kind in ("", listener_kind):
+                warnings.append(f'no addresses bound to named network interface "{listener}"')
+        if kind in ("", listener_kind):
+            addresses += [a for a in found if a not in addresses]
     return tuple(addresses)
+
+
+def interface_addresses(name: str) -> list[str]:
+    """The addresses of a network interface (``-ipv4``/``-ipv6`` keeps one family); [] if unknown."""
+    import socket
+
+    import psutil
+
+    families = (socket.AF_INET, socket.AF_INET6)
+    base = name
+    if name.endswith("-ipv4"):
+        base, families = name[:-5], (socket.AF_INET,)
+    elif name.endswith("-ipv6"):
+        base, families = name[:-5], (socket.AF_INET6,)
+    return [a.address for a in psutil.net_if_addrs().get(base, []) if a.family in families]
 
 
 def anonymous_scopes(value: str | None) -> frozenset[str]:

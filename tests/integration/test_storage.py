@@ -440,3 +440,18 @@ def test_debug_logs_every_state_change(relay):
         s.sendmail("a@b", ["c@d"], b"Subject: x\r\n\r\ny\r\n")
     for change in ("start -> idle", "idle -> got-mail", "got-mail -> got-rcpt", "got-rcpt -> data", "data -> idle"):
         r.wait_for(rf"^emailrelay: debug: smtp state: {change}$")
+
+
+def test_interface_names_are_resolved_at_start_up(spool):
+    from .conftest import Relay, command
+
+    r = Relay([command("emailrelay"), "--log", "--no-daemon", "--port", "0", "--interface", "lo-ipv4,nosuchif9",
+               "--spool-dir", str(spool)], spool)
+    try:
+        r.started()
+        r.wait_for('warning: no addresses bound to named network interface "nosuchif9"')
+        assert r.count(r"smtp server on ") == 1
+        with smtplib.SMTP("127.0.0.1", r.port) as s:
+            assert s.noop()[0] == 250
+    finally:
+        r.stop()

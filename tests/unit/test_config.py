@@ -158,8 +158,6 @@ def test_multiple_instances_are_not_supported_yet() -> None:
 
 
 @pytest.mark.parametrize("item, message", [
-    ("eth0", "listening on a network interface name (eth0) is not supported yet"),
-    ("smtp=lo-ipv4", "listening on a network interface name (smtp=lo-ipv4) is not supported yet"),
     ("fd#3", "listening on an inherited file descriptor (fd#3) is not supported yet"),
     ("/run/emailrelay.sock", "listening on a unix-domain socket (/run/emailrelay.sock) is not supported yet"),
     ("a/b", "invalid address or interface name: a/b"),
@@ -167,6 +165,13 @@ def test_multiple_instances_are_not_supported_yet() -> None:
 ])
 def test_interface_items(item: str, message: str) -> None:
     assert error("-t", f"--interface={item}") == message
+
+
+def test_interface_names() -> None:
+    warnings: list[str] = []
+    assert config.smtp_interfaces(["lo-ipv4", "pop=lo", "nosuchif9"], "smtp", warnings) == ("127.0.0.1",)
+    assert warnings == ['no addresses bound to named network interface "nosuchif9"']
+    assert "127.0.0.1" in config.smtp_interfaces(["pop=lo"], "pop")
 
 
 def test_interface_addresses() -> None:
