@@ -208,6 +208,11 @@ QUIRK_DECISIONS = [
     ("forwarding: locks", "A forwarder locks both the envelope and the content of a message it is "
      "sending, and locks them again after a client filter, so that no other forwarder's recovery can "
      "take a message that is still being sent."),
+    ("--interface names", "Network interface names are resolved to their addresses once, at start-up "
+     "(2.6 follows later address changes)."),
+    ("server TLS client certificates", "Without --server-tls-verify no client certificate is asked for "
+     "(2.6 asks and only logs it); with a CA list a client must present one that verifies."),
+    ("--dnsbl", "A bad --dnsbl value is a start-up usage error naming the problem."),
     ("unimplemented options", "Options marked as not yet implemented, named multiple instances, and "
      "--interface items other than IP addresses are refused at start-up with a usage error saying they "
      "are not supported yet; the supervise and ctl commands likewise."),
