@@ -14,8 +14,7 @@ Order of checks in :func:`build` (the first failure raises
 3. option values: numbers must be non-negative integers
    (``invalid value for "--port": abc``), ``--interface`` items must be IP
    addresses for now;
-4. daemon mode, which does not exist yet: without ``--no-daemon`` the
-   start is refused with a message ending ``use --no-daemon``.
+4. paths that the daemon uses after changing to ``/`` are made absolute.
 
 Startup warnings (OPTIONS.md 9.2) are not printed here: they are returned
 in ``ServerConfig.warnings`` and cli prints each once, before the worker
@@ -30,6 +29,7 @@ Not responsible for: syntax (options.py), the default spool directory
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, fields
 from typing import TypeVar
 
@@ -150,6 +150,8 @@ class ServerConfig:
     server_tls: ServerTls | None = None
     connection_timeout: int = 40  # also the TLS handshake timeout
     pop: PopConfig | None = None  # --pop
+    pid_file: str | None = None  # --pid-file (the first one), absolute
+    no_smtp: bool = False  # --no-smtp: no SMTP listener
     dnsbl: Dnsbl | None = None  # --dnsbl
     #: None when there is no forward address.
     forward: ForwardConfig | None = None
@@ -208,13 +210,13 @@ def build(parsed: Parsed) -> ServerConfig:
             no_delete=parsed.flag("pop-no-delete"),
         ) if parsed.flag("pop") else None,
         dnsbl=Dnsbl(parsed.items("dnsbl")) if parsed.has("dnsbl") else None,
+        pid_file=os.path.abspath(expand_app(parsed.items("pid-file")[0])) if parsed.items("pid-file") else None,
+        no_smtp=parsed.flag("no-smtp"),
         filter_timeout=number(parsed, "filter-timeout", 60),
         forward=forward,
         warnings=tuple(startup_warnings(parsed, log)),
         log_warnings=tuple(smtp_warnings + client_warnings + interface_warnings),
     )
-    if config.daemon:
-        raise ConfigError("running as a background daemon is not supported yet: use --no-daemon")
     return config
 
 
@@ -341,7 +343,8 @@ def number(parsed: Parsed, name: str, default: int, *, maximum: int | None = Non
 
 
 def _path(value: str | None) -> str | None:
-    return None if value is None else expand_app(value)
+    """A path option's value, with @app expanded and made absolute (a daemon changes to /)."""
+    return None if value is None else os.path.abspath(expand_app(value))
 
 
 def smtp_interfaces(
@@ -477,7 +480,7 @@ def _secrets_path(value: str | None) -> str | None:
     """A secrets option value: ``plain:...`` and ``pam:`` are not paths (OPTIONS.md 3.12)."""
     if value is None or value.startswith(("plain:", "pam:")) or value == "/pam":
         return value
-    return expand_app(value)
+    return os.path.abspath(expand_app(value))
 
 
 def smtp_server_config(items: list[str]) -> tuple[SmtpServerConfig, list[str]]:

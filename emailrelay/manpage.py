@@ -143,8 +143,9 @@ SPEC_DIFFERENCES = [
     ("unwritable spool directory", "At start-up of the server modes and of emailrelay-submit an "
      "unwritable spool directory is a one-line error with exit status 1 (2.6: a warning)."),
     ("default spool directory", "As described under FILES (2.6: the compiled-in /var/spool/emailrelay)."),
-    ("daemon mode", "Running in the background does not exist yet: starting without --no-daemon (or "
-     "--as-client, which implies it) is a usage error that says to use --no-daemon."),
+    ("daemon mode", "As in 2.6: without --no-daemon the process detaches after start-up errors have been "
+     "reported; --pid-file is written by the daemon and removed at exit. --user is not implemented yet: "
+     "the process keeps its identity."),
     ("temporary failures", "By default a 4xx reply from the next server fails the message to .bad, as "
      "in 2.6. --retry-limit and --retry-interval (default 60 seconds, doubling, at most 3600) opt in to "
      "returning such messages to the queue when the failure was temporary, never after a 5xx reply."),

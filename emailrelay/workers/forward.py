@@ -408,10 +408,16 @@ def run_client(config: ServerConfig) -> int:
     if not forward.poll and not spool.ids(State.READY):
         sys.stderr.write(f"{program}: no messages to send\n")
         return 0
+    pid_file = runtime.daemonize(config)
+    if pid_file is None:
+        return 1
     try:
         return asyncio.run(_client_main(forwarder, forward.poll))
     except KeyboardInterrupt:
         return 130
+    finally:
+        if pid_file is not True:
+            pid_file.remove()
 
 
 async def _client_main(forwarder: Forwarder, poll: int) -> int:

@@ -163,6 +163,27 @@ def server_tls_context(config: ServerConfig):  # noqa: ANN201 - ssl.SSLContext |
         raise StartupError(f"cannot use the tls certificate files: {reason}") from None
 
 
+def daemonize(config: ServerConfig):  # noqa: ANN201 - PidFile | bool | None
+    """Detach when daemon mode is on, then write the pid file (OPTIONS.md 7.1, 7.2).
+
+    Returns the PidFile to remove at exit, True when there is none, or None
+    after reporting that the pid file could not be written.
+    """
+    from emailrelay.daemon import PidFile, detach
+
+    pid_file = PidFile(config.pid_file) if config.pid_file else None
+    if config.daemon:
+        detach(pid_file)
+    if pid_file is None:
+        return True
+    try:
+        pid_file.write()
+    except OSError as e:
+        fatal(config.log.program, f"cannot create file: {pid_file.path}: {(e.strerror or str(e)).lower()}")
+        return None
+    return pid_file
+
+
 def fatal(program: str, text: str) -> None:
     """The one-line error of a worker that cannot start (stderr, whatever the log)."""
     sys.stderr.write(f"{program}: error: {text}\n")

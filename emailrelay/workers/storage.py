@@ -20,6 +20,7 @@ import asyncio
 import os
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -168,7 +169,7 @@ def run(config: ServerConfig) -> int:
     try:
         spool = runtime.open_spool(config, log)
         try:
-            sockets = bind(list(config.interfaces), config.port)
+            sockets = [] if config.no_smtp else bind(list(config.interfaces), config.port)
         except OSError as e:
             raise runtime.StartupError(f"socket bind error: {(e.strerror or str(e)).lower()}", 2) from None
         domain = config.domain or runtime.default_domain()
@@ -213,10 +214,20 @@ def run(config: ServerConfig) -> int:
         implicit_tls=config.server_tls is not None and config.server_tls.implicit,
         handshake_timeout=config.connection_timeout,
     )
+    forward = config.forward
+    if not sockets and pop_listener is None and not (forward and (forward.at_startup or forward.poll)):
+        sys.stderr.write(f"{config.log.program}: nothing to do\n")
+        return 0
+    pid_file = runtime.daemonize(config)
+    if pid_file is None:
+        return 1
     try:
         return asyncio.run(_serve(config, settings, spool, sockets, log, forward_settings, pop_listener))
     except KeyboardInterrupt:
         return 130
+    finally:
+        if pid_file is not True:
+            pid_file.remove()
 
 
 async def _serve(

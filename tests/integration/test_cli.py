@@ -96,10 +96,9 @@ def test_not_supported_yet() -> None:
     assert result.stderr == "emailrelay: usage error: --admin is not supported yet\n"
 
 
-def test_as_server_needs_no_daemon() -> None:
-    result = emailrelay("--as-server")
-    assert result.returncode == 1
-    assert re.fullmatch(r"emailrelay: usage error: .*use --no-daemon\n", result.stderr)
+def test_nothing_to_do(tmp_path) -> None:
+    result = emailrelay("--no-smtp", "--no-daemon", "--spool-dir", str(tmp_path))
+    assert (result.returncode, result.stderr) == (0, "emailrelay: nothing to do\n")
 
 
 def test_semantic_error() -> None:

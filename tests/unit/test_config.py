@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from emailrelay import config, options
@@ -138,9 +140,7 @@ def test_the_real_9_1_errors_through_build() -> None:
 def test_not_supported_yet() -> None:
     assert error("--pop") == "the --pop option requires --pop-auth"
     assert error("--no-daemon", "--user=x", "--admin=1") == "--user is not supported yet"
-    assert error("--as-client=a:25", "--pid-file=x") == "--pid-file is not supported yet"
-    assert error("--localedir=/x", "-t") == "--localedir is not supported yet"
-    assert error("--pid-file=/x", "-t") == "--pid-file is not supported yet"
+    assert error("--as-client=a:25", "--admin-terminate") == "--admin-terminate is not supported yet"
     assert error("--pop=no", "--dont-serve=no", "--admin=1") == "--admin is not supported yet"
 
 
@@ -202,10 +202,10 @@ def test_numbers() -> None:
 # -- daemon mode -------------------------------------------------------------
 
 
-def test_daemon_mode_is_refused() -> None:
-    assert error().endswith("use --no-daemon")
-    assert error("--as-server") == "running as a background daemon is not supported yet: use --no-daemon"
-    assert error("--log", "--no-daemon=no").endswith("use --no-daemon")
+def test_daemon_mode_and_pid_file() -> None:
+    assert build().daemon and build("--as-server").daemon and not build("--as-client=a:1").daemon
+    c = build("--no-daemon", "--pid-file=run/x.pid", "--pid-file=/y.pid")
+    assert c.pid_file == os.path.abspath("run/x.pid")
 
 
 def test_as_server_no_daemon() -> None:
