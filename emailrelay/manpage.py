@@ -24,6 +24,7 @@ from pathlib import Path
 from emailrelay import COMPATIBLE_VERSION, __version__
 from emailrelay.options import (
     EMAILRELAY_OPTIONS,
+    FILTER_COPY_OPTIONS,
     NOT_YET,
     PASSWD_OPTIONS,
     RESUBMIT_LIMIT,
@@ -479,11 +480,83 @@ def passwd_page() -> str:
     return "\n".join(lines) + "\n"
 
 
+def filter_copy_page() -> str:
+    """The text of man/emailrelay-filter-copy.1."""
+    table = FILTER_COPY_OPTIONS
+    lines = _header(table)
+    lines += [".SH DESCRIPTION"]
+    lines += _para(
+        "emailrelay-filter-copy gives every POP user a copy of each message, for emailrelay --pop "
+        "--pop-by-name, where each POP user has a sub-directory of the spool directory named after them. "
+        "It is the legacy program of E-MailRelay 2.x, now a thin command over the built-in copy:pop filter "
+        "(--filter=copy:pop), which does the same without starting a program."
+    )
+    lines += _para(
+        "As a --filter, emailrelay runs it with the content file and the envelope file of a new message. "
+        "Run by hand with only a content file, it takes the envelope <id>.envelope.new next to it, or else "
+        "<id>.envelope. The envelope is copied as <id>.envelope into every sub-directory of the spool "
+        "directory except dot directories and postmaster (a maildir sub-directory, one with tmp, cur and new, "
+        "gets the content in new/ instead). Each copy is written under a temporary name, fsynced, renamed "
+        "into place and its directory fsynced. The content file stays in the spool directory, shared by the "
+        "copies: the POP server looks for it there, and deletes it only when the last envelope of the "
+        "message has gone. Then the original envelope is removed and the exit status is 100, so emailrelay "
+        "replies 250 and leaves the message to the POP users."
+    )
+    lines += _para(
+        "With --spool-dir (-d) it does the same for every waiting message (every <id>.envelope file) of "
+        "that spool directory, for mail that arrived before the filter was set up."
+    )
+    lines += options_section(table)
+    lines += [".SH DIAGNOSTICS"]
+    lines += _para(
+        "As a filter, an error prints two lines on the standard output, which emailrelay reads as the "
+        "SMTP reply text and the reason it logs:"
+    )
+    lines += [".IP", escape("<<filter failed>>"), ".br", escape("<<<reason>>>")]
+    lines += _para("where the reason is for example:")
+    lines += _items([
+        ("no sub-directories to copy into", "The spool directory has no sub-directory to copy into."),
+        ("no such file", "The content file does not exist."),
+        ("invalid filename", "The content file name does not end with .content."),
+        ('no envelope file "<path>"', "Neither <id>.envelope.new nor <id>.envelope exists."),
+        ("copy: <error>: <path>", "Reading the envelope or writing a copy failed; the copies already made "
+         "are removed again."),
+    ])
+    lines += _para("With --spool-dir each error is one line on the standard error stream, "
+                   "emailrelay-filter-copy: error: <id>: <reason>, and the other messages are still copied.")
+    lines += [".SH EXIT STATUS"]
+    lines += _items([
+        ("100", "Filter mode: the envelope was copied and the original removed."),
+        ("0", "--spool-dir: every waiting message was copied (or there was none); also for --help and "
+              "--version."),
+        ("1", "An error, as listed under DIAGNOSTICS; the message is left as it was."),
+    ])
+    lines += [".SH COMPATIBILITY"]
+    lines += _para(
+        f"emailrelay-filter-copy is not part of E-MailRelay {COMPATIBLE_VERSION}, whose copy:pop filter "
+        "replaced it. Where it differs from the 2.x program:"
+    )
+    lines += _bullets([
+        "With --spool-dir it exits 0 when it worked and 1 when it did not (2.x's inverted test exits 1 "
+        "either way).",
+        "A failed copy is removed again instead of being left behind, and copies are fsynced.",
+        "Copies skip dot directories and postmaster, and maildir sub-directories get the content, as the "
+        "copy: filter does (2.x copied the envelope into every sub-directory).",
+        "--spool-dir copies every <id>.envelope file, not only names that start with emailrelay.",
+        "An envelope file given as the second argument, as emailrelay passes it, is used instead of the "
+        "derived name.",
+        "--help exits 0 (2.x: 1); --version is new.",
+    ])
+    lines += [".SH SEE ALSO", "\\fBemailrelay\\fR(1), \\fBemailrelay\\-submit\\fR(1), RFC 1939"]
+    return "\n".join(lines) + "\n"
+
+
 PAGES = {
     "emailrelay.1": emailrelay_page,
     "emailrelay-submit.1": submit_page,
     "emailrelay-resubmit.1": resubmit_page,
     "emailrelay-passwd.1": passwd_page,
+    "emailrelay-filter-copy.1": filter_copy_page,
 }
 
 

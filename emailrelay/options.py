@@ -1024,3 +1024,31 @@ def version_text(verbose: bool, prog: str = "emailrelay") -> str:
         "share and change it under the terms of that licence.",
     ]
     return "\n".join(lines) + "\n"
+
+# ---------------------------------------------------------------------------
+# The emailrelay-filter-copy table (SPEC.md section 8.4)
+
+FILTER_COPY_OPTIONS = OptionTable(
+    command="emailrelay-filter-copy",
+    summary="copy message envelopes into the spool's sub-directories, for --pop-by-name",
+    operands="[<content-file> [<envelope-file>]]",
+    examples=(
+        ("Give each POP user (one spool sub-directory per user) every message:",
+         "emailrelay --pop --pop-by-name --pop-auth=/etc/emailrelay.auth "
+         "--filter=/usr/bin/emailrelay-filter-copy"),
+        ("Copy every message already waiting in the spool directory:",
+         "emailrelay-filter-copy --spool-dir=/var/spool/emailrelay --verbose"),
+    ),
+    options=(
+        Option("spool-dir", "d", "<dir>", level=20,
+               help="Copy every waiting message of this spool directory, instead of one message.",
+               detail="Without it the program works as a --filter on the content file given as its "
+                      "first argument."),
+        Option("verbose", "v", level=20,
+               help="With --spool-dir, print one line per copied message; with --help, show more help."),
+        Option("version", "V", level=20,
+               help="Show the version and exit."),
+        Option("help", "h", level=20,
+               help="Show help and exit; add --verbose for every option."),
+    ),
+)
