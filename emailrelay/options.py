@@ -1025,6 +1025,7 @@ def version_text(verbose: bool, prog: str = "emailrelay") -> str:
     ]
     return "\n".join(lines) + "\n"
 
+
 # ---------------------------------------------------------------------------
 # The emailrelay-filter-copy table (SPEC.md section 8.4)
 
