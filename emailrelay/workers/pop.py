@@ -243,7 +243,8 @@ class PopServer:
     ) -> None:
         assert config.pop is not None
         tls = config.server_tls
-        starttls = tls_context is not None and tls is not None and not tls.implicit
+        # any server TLS profile offers STLS on POP, --server-tls-connection included (OPTIONS.md 3.5)
+        starttls = tls_context is not None and tls is not None
         self.session_config = pop3.SessionConfig(
             domain=domain, starttls=starttls, tls_required=starttls and tls is not None and tls.required
         )
