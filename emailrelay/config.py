@@ -123,6 +123,15 @@ class PopConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    """The admin interface (OPTIONS.md 2.5, SPEC.md 9)."""
+
+    port: int  # --admin; 0 = ephemeral
+    interfaces: tuple[str, ...]  # admin= and unqualified --interface items; () = wildcards
+    terminate: bool  # --admin-terminate: the terminate command exists
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Everything the storage worker needs."""
 
@@ -150,6 +159,7 @@ class ServerConfig:
     server_tls: ServerTls | None = None
     connection_timeout: int = 40  # also the TLS handshake timeout
     pop: PopConfig | None = None  # --pop
+    admin: AdminConfig | None = None  # --admin
     pid_file: str | None = None  # --pid-file (the first one), absolute
     no_smtp: bool = False  # --no-smtp: no SMTP listener
     dnsbl: Dnsbl | None = None  # --dnsbl
@@ -209,6 +219,11 @@ def build(parsed: Parsed) -> ServerConfig:
             by_name=parsed.flag("pop-by-name"),
             no_delete=parsed.flag("pop-no-delete"),
         ) if parsed.flag("pop") else None,
+        admin=AdminConfig(
+            port=number(parsed, "admin", 0, maximum=65535),
+            interfaces=smtp_interfaces(parsed.items("interface"), "admin", interface_warnings),
+            terminate=parsed.flag("admin-terminate"),
+        ) if parsed.has("admin") else None,
         dnsbl=Dnsbl(parsed.items("dnsbl")) if parsed.has("dnsbl") else None,
         pid_file=os.path.abspath(expand_app(parsed.items("pid-file")[0])) if parsed.items("pid-file") else None,
         no_smtp=parsed.flag("no-smtp"),

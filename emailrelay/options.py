@@ -329,9 +329,9 @@ EMAILRELAY_OPTIONS = OptionTable(
         Option("pop-port", "E", "<port>", group=POP, default="110",
                help="Listen for POP connections on this port."),
         # Admin server options
-        Option("admin", "a", "<port>", group=ADMIN, since_issue=_PROCESS,
+        Option("admin", "a", "<port>", group=ADMIN,
                help="Run the administration interface on this port."),
-        Option("admin-terminate", "Q", group=ADMIN, since_issue=_PROCESS,
+        Option("admin-terminate", "Q", group=ADMIN,
                help="Allow the terminate command on the administration interface.",
                detail="Requires --admin."),
         # Authentication options

@@ -9,6 +9,13 @@ stops while the session awaits a commit (back-pressure: the socket's
 receive buffer fills and the client waits), and an idle timeout closes a
 silent connection.  TCP_NODELAY is set on every accepted socket.
 
+Two switches belong to the admin interface (SPEC.md 6.1, 9): `enable(False)`
+(``smtp disable``) makes sessions opened from then on answer
+``421 service not available`` as their greeting and to MAIL;
+`suspend_dnsbl(seconds)` (``dnsbl stop``) lets clients in unchecked for a
+while.  Given a `NetworkMonitor`, the server reports its listeners and
+sessions to it (admin ``status`` and ``notify``).
+
 It holds no mail policy (that is the session's handler) and knows nothing
 of the spool.
 """
@@ -17,14 +24,19 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from emailrelay.dnsbl import Dnsbl
+from emailrelay.events import NetworkMonitor
 from emailrelay.log import Log
 from emailrelay.smtp_protocol import Closed, Framer, Handler, Session, SessionConfig
+
+OUT_OF_SERVICE = "421 service not available"
 
 READ_SIZE = 256 * 1024
 
@@ -59,6 +71,13 @@ def format_address(host: str, port: int) -> str:
     return f"{host}.{port}" if ":" in host else f"{host}:{port}"
 
 
+def display_address(name: object) -> str:
+    """`format_address` of a socket name (``getsockname()``/``getpeername()``), a path as it is."""
+    if isinstance(name, tuple) and len(name) >= 2:
+        return format_address(str(name[0]), int(name[1]))
+    return str(name or "")
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     session: SessionConfig
@@ -83,6 +102,16 @@ def log_context(ip: str, port: int, address: bool, with_port: bool) -> str:
     return ""
 
 
+class _OutOfServiceSession(Session):
+    """A session opened while the admin ``smtp disable`` is in force (SPEC.md 6.1)."""
+
+    def greeting(self) -> str:
+        return OUT_OF_SERVICE
+
+    async def smtp_MAIL(self, arg: str, line: str) -> list[str]:
+        return [OUT_OF_SERVICE]
+
+
 class SmtpServer:
     """Serves SMTP on already-bound listening sockets."""
 
@@ -93,15 +122,36 @@ class SmtpServer:
         log: Log,
         *,
         on_session_end: Callable[[], None] | None = None,
+        monitor: NetworkMonitor | None = None,
     ) -> None:
         self.settings = settings
         self.on_session_end = on_session_end
         self.make_handler = make_handler
         self.log = log
+        self.monitor = monitor
         self._servers: list[asyncio.AbstractServer] = []
+        self._addresses: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.sessions_started = 0
         self.sessions_finished = 0
+        self.enabled = True  # admin "smtp disable" / "smtp enable"
+        self._dnsbl_suspended_until = 0.0  # time.monotonic(); admin "dnsbl stop"
+
+    def enable(self, enabled: bool) -> None:
+        """Admin ``smtp enable|disable``: sessions opened from now on are in or out of service."""
+        self.enabled = enabled
+        self.log.info(f"smtp server {'enabled' if enabled else 'disabled'} by the admin interface")
+
+    def suspend_dnsbl(self, seconds: float) -> None:
+        """Admin ``dnsbl stop``/``start``: no DNSBL checks for `seconds` (0 resumes, math.inf for ever)."""
+        self._dnsbl_suspended_until = time.monotonic() + seconds
+        if not seconds:
+            self.log.info("dnsbl enabled")
+        else:
+            self.log.info("dnsbl disabled" + ("" if math.isinf(seconds) else f" for {seconds:g}s"))
+
+    def _dnsbl_suspended(self) -> bool:
+        return time.monotonic() < self._dnsbl_suspended_until
 
     async def start(self, sockets: list[socket.socket]) -> None:
         implicit = self.settings.tls_context if self.settings.implicit_tls else None
@@ -111,11 +161,17 @@ class SmtpServer:
                 ssl_handshake_timeout=self.settings.handshake_timeout if implicit else None,
             )
             self._servers.append(server)
+            self._addresses.append(display_address(sock.getsockname()))
+            if self.monitor is not None:
+                self.monitor.listening(self._addresses[-1])
 
     async def stop(self) -> None:
         """Stop listening, then end every session (unfinished messages are dropped)."""
         for server in self._servers:
             server.close()
+        if self.monitor is not None:
+            for address in self._addresses:
+                self.monitor.not_listening(address)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -148,7 +204,7 @@ class SmtpServer:
             )
             writer.transport.abort()
             return
-        if self.settings.dnsbl is not None and not is_local_address(peer_ip):
+        if self.settings.dnsbl is not None and not is_local_address(peer_ip) and not self._dnsbl_suspended():
             verdict = await self.settings.dnsbl.check(peer_ip)
             if verdict.listed or verdict.timed_out:
                 what = "timed out" if verdict.timed_out else "listed by " + ",".join(verdict.listed)
@@ -158,9 +214,14 @@ class SmtpServer:
                 return
         self.sessions_started += 1
         log.info(f"smtp connection from {format_address(peer_ip, peer_port)}")
+        record = None
+        if self.monitor is not None:
+            record = self.monitor.inbound(
+                display_address(writer.get_extra_info("sockname")), format_address(peer_ip, peer_port)
+            )
         framer = Framer()
         handler = self.make_handler()
-        session = Session(
+        session = (Session if self.enabled else _OutOfServiceSession)(
             self.settings.session,
             handler,
             framer,
@@ -230,6 +291,8 @@ class SmtpServer:
                 except Exception:  # noqa: BLE001 - ending politely is best effort
                     pass
             self.sessions_finished += 1
+            if record is not None and self.monitor is not None:
+                self.monitor.closed(record)
             log.info(f"smtp connection closed: {reason}")
             if self.on_session_end is not None and reason != "shutting down":
                 self.on_session_end()

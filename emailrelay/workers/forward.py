@@ -24,6 +24,15 @@ last failure was temporary go back to READY after --retry-interval seconds,
 doubling per failure and capped at an hour, until they have failed
 retry-limit + 1 times; never after a 5xx.
 
+Given an `EventBus`, a forwarder publishes the ``client:`` events of the
+admin ``notify`` command (SPEC.md 9): ``forward: start: <reason>`` and
+``forward: end[: <error or "no messages">]`` around a run,
+``connecting``/``connected: <address>`` for each connection, and
+``sending: <id>`` / ``sent: <id>[: <short reason>]`` for each message it
+takes to a connected next hop.  Given a `NetworkMonitor`, its connections
+appear in the admin ``status`` report.  Without either it does nothing
+extra.
+
 `run_client(config)` is the ``--as-client`` / ``--dont-serve`` process:
 one run, then exit 0, or 1 with ``error: <reason>`` when the run was cut
 short by a connection failure.
@@ -42,9 +51,11 @@ from dataclasses import dataclass, field
 from emailrelay import filters
 from emailrelay.config import ServerConfig
 from emailrelay.envelope import Envelope, EnvelopeError, parse, reason_lines, serialise
+from emailrelay.events import Connection, EventBus, NetworkMonitor
 from emailrelay.filters import Chain, FilterContext, Outcome
 from emailrelay.log import Log
 from emailrelay.smtp_client import ClientSettings, ConnectError, SmtpClient, SmtpError
+from emailrelay.smtp_server import display_address
 from emailrelay.spool import Claim, Spool, State
 from emailrelay.workers import runtime
 
@@ -76,17 +87,69 @@ class RunResult:
     code: int = 0
 
 
+class _ReportingClient(SmtpClient):
+    """An SmtpClient that tells the network monitor and the event bus about its connection."""
+
+    def __init__(
+        self, settings: ClientSettings, log: Log, monitor: NetworkMonitor | None, events: EventBus | None
+    ) -> None:
+        super().__init__(settings, log)
+        self._monitor = monitor
+        self._events = events
+        self._record: Connection | None = None
+
+    async def connect(self, address: str, selector: str = "") -> None:
+        if self._monitor is not None:
+            self._record = self._monitor.outbound(address)
+        if self._events is not None:
+            self._events.publish("client", "connecting", address)
+        await super().connect(address, selector)
+        peer = display_address(self._writer.get_extra_info("peername")) if self._writer else address
+        if self._record is not None and self._writer is not None:
+            self._record.local = display_address(self._writer.get_extra_info("sockname"))
+            self._record.remote = peer
+        if self._events is not None:
+            self._events.publish("client", "connected", peer)
+
+    def close(self) -> None:
+        super().close()
+        if self._record is not None and self._monitor is not None:
+            record, self._record = self._record, None
+            self._monitor.closed(record)
+
+
 class Forwarder:
     """Forwarding runs over one spool, one at a time."""
 
-    def __init__(self, spool: Spool, settings: ForwardSettings, log: Log) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        settings: ForwardSettings,
+        log: Log,
+        *,
+        monitor: NetworkMonitor | None = None,
+        events: EventBus | None = None,
+    ) -> None:
         self.spool = spool
         self.settings = settings
         self.log = log
+        self.monitor = monitor
+        self.events = events
         self._task: asyncio.Task[None] | None = None
         self._pending: str | None = None
         self._retry_timer: asyncio.TimerHandle | None = None
         self.runs = 0
+        self._sending: str | None = None  # the message of the last "sending" event
+        self._outcome = ""  # its short reason for the "sent" event
+
+    def _event(self, *fields: str) -> None:
+        if self.events is not None:
+            self.events.publish("client", *fields)
+
+    def _new_client(self) -> SmtpClient:
+        if self.monitor is None and self.events is None:
+            return SmtpClient(self.settings.client, self.log)
+        return _ReportingClient(self.settings.client, self.log, self.monitor, self.events)
 
     # triggers
 
@@ -133,8 +196,10 @@ class Forwarder:
         result.messages = len(ids)
         if not ids:
             self.log.info("forwarding: no messages to send")
+            self._event("forward", "end", "no messages")
             self._schedule_retry()
             return result
+        self._event("forward", "start", reason)
         client: SmtpClient | None = None
         unreachable: set[str] = set()
         try:
@@ -142,7 +207,10 @@ class Forwarder:
                 claim = self.spool.claim(msg_id)
                 if claim is None:
                     continue
-                client, stop = await self._forward_one(claim, client, unreachable, result)
+                self._sending, self._outcome = None, "abandoned"
+                client, stop = await self._forward_one(claim, client, unreachable, result, announce=True)
+                if self._sending is not None:
+                    self._event("sent", self._sending, self._outcome)
                 if stop:
                     if not result.error:
                         self.log.info("forwarding: a client filter asked to stop this run")
@@ -150,6 +218,7 @@ class Forwarder:
         finally:
             if client is not None:
                 await client.quit()
+            self._event("forward", "end", result.error)
         if result.error:
             self.log.error(f"forwarding: {result.error}")
         self.log.info(f"forwarding: done: {result.sent} sent, {result.failed} failed")
@@ -157,9 +226,13 @@ class Forwarder:
         return result
 
     async def _forward_one(
-        self, claim: Claim, client: SmtpClient | None, unreachable: set[str], result: RunResult
+        self, claim: Claim, client: SmtpClient | None, unreachable: set[str], result: RunResult,
+        *, announce: bool = False,
     ) -> tuple[SmtpClient | None, bool]:
-        """Forward one claimed message; returns the client to reuse and whether to stop."""
+        """Forward one claimed message; returns the client to reuse and whether to stop.
+
+        With `announce`, a "sending" event goes out once the next hop is connected.
+        """
         try:
             envelope = parse(self.spool.read_claimed(claim))
         except EnvelopeError as e:
@@ -186,7 +259,7 @@ class Forwarder:
             await client.quit()
             client = None
         if client is None:
-            client = SmtpClient(self.settings.client, self.log)
+            client = self._new_client()
             try:
                 await client.connect(address, selector)
             except ConnectError as e:
@@ -203,6 +276,9 @@ class Forwarder:
                 self._fail(claim, envelope, str(e), e.code, temporary=True, result=result)
                 result.error = str(e)
                 return None, True
+        if announce:
+            self._sending = claim.id
+            self._event("sending", claim.id)
         stop = False
         if self.settings.client_filter and not routed:
             envelope, stop = await self._client_filter(claim, envelope, result, routing=False)
@@ -226,6 +302,7 @@ class Forwarder:
             return None, False
         if delivery.delivered:
             self.spool.deliver(claim)
+            self._outcome = ""
             result.sent += 1
             self.log.info(f"forwarding: {claim.id}: sent")
             return client, stop
@@ -264,6 +341,7 @@ class Forwarder:
             self.spool.relock(claim)  # the filter may have rewritten the envelope before failing
             reason = "routing filter failed" if routing else (verdict.reason or verdict.response)
             self._fail(claim, envelope, reason, 0 if routing else 550, temporary=False, result=result)
+            self._outcome = "rejected"
             return None, verdict.special
         if not self.spool.relock(claim):  # the filter replaced or removed the file
             if claim.path.exists():
@@ -301,6 +379,7 @@ class Forwarder:
             return
         result.failed += 1
         result.reason, result.code = reason, code
+        self._outcome = reason
         self.log.warning(f"forwarding: {claim.id}: failed: {reason}" + (f" ({code})" if code else ""))
 
     # --immediate: one message, on a connection owned by the SMTP session

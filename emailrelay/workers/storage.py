@@ -4,7 +4,14 @@
 open the log, check the spool directory (one-line error, exit 1), clean up
 after dead writers (spool recovery), bind the listening sockets (exit 2 on
 failure), serve until SIGTERM/SIGINT/SIGHUP/SIGQUIT, then stop listening,
-drop unfinished messages and exit 128+signo.
+drop unfinished messages and exit 128+signo.  The admin ``terminate``
+command (--admin-terminate) ends it the same way with exit code 0.
+
+With --admin the process also serves the admin interface
+(admin_server.py); this module builds its `AdminContext` from the spool,
+the forwarder and the SMTP server, and gives the servers and the forwarder
+the event bus and network monitor (events.py) that ``notify`` and
+``status`` read.
 
 `SpoolHandler` is the mail policy of the storage server: MAIL creates the
 content file, content is streamed into it, and end of data commits the
@@ -17,6 +24,7 @@ module does no protocol parsing (smtp_protocol.py) and no socket I/O
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import socket
@@ -27,6 +35,7 @@ from dataclasses import dataclass, field
 from emailrelay import filters
 from emailrelay.config import ServerConfig
 from emailrelay.envelope import Envelope
+from emailrelay.events import EventBus, NetworkMonitor
 from emailrelay.log import Log
 from emailrelay.smtp_client import SmtpClient
 from emailrelay.smtp_protocol import BODY_TO_CONTENT, Session, SessionConfig, Transaction
@@ -186,6 +195,12 @@ def run(config: ServerConfig) -> int:
             except OSError as e:
                 raise runtime.StartupError(f"socket bind error: {(e.strerror or str(e)).lower()}", 2) from None
             pop_listener = (pop.PopServer(config, spool, pop_auth, tls_context, domain, log), pop_sockets)
+        admin_sockets: list[socket.socket] = []
+        if config.admin is not None:
+            try:
+                admin_sockets = bind(list(config.admin.interfaces), config.admin.port)
+            except OSError as e:
+                raise runtime.StartupError(f"socket bind error: {(e.strerror or str(e)).lower()}", 2) from None
     except runtime.StartupError as e:
         runtime.fatal(config.log.program, str(e))
         return e.code
@@ -215,14 +230,17 @@ def run(config: ServerConfig) -> int:
         handshake_timeout=config.connection_timeout,
     )
     forward = config.forward
-    if not sockets and pop_listener is None and not (forward and (forward.at_startup or forward.poll)):
+    listening = sockets or pop_listener is not None or admin_sockets
+    if not listening and not (forward and (forward.at_startup or forward.poll)):
         sys.stderr.write(f"{config.log.program}: nothing to do\n")
         return 0
     pid_file = runtime.daemonize(config)
     if pid_file is None:
         return 1
     try:
-        return asyncio.run(_serve(config, settings, spool, sockets, log, forward_settings, pop_listener))
+        return asyncio.run(
+            _serve(config, settings, spool, sockets, log, forward_settings, pop_listener, admin_sockets)
+        )
     except KeyboardInterrupt:
         return 130
     finally:
@@ -238,9 +256,10 @@ async def _serve(
     log: Log,
     forward_settings: ForwardSettings | None,
     pop_listener: tuple[object, list[socket.socket]] | None = None,
+    admin_sockets: list[socket.socket] | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
-    stopping: asyncio.Future[int] = loop.create_future()
+    stopping: asyncio.Future[int] = loop.create_future()  # the signal number; 0 = admin terminate
 
     def on_signal(signo: int) -> None:  # only records the signal
         if not stopping.done():
@@ -249,12 +268,16 @@ async def _serve(
     for signo in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         loop.add_signal_handler(signo, on_signal, signo)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    bus = monitor = None
+    if admin_sockets:
+        bus = EventBus()
+        monitor = NetworkMonitor(bus)
     forwarder = None
     forward = config.forward
     on_session_end = None
     if forward is not None:
         assert forward_settings is not None
-        forwarder = Forwarder(spool, forward_settings, log)
+        forwarder = Forwarder(spool, forward_settings, log, monitor=monitor, events=bus)
         if forward.on_disconnect:
             on_session_end = lambda: forwarder.request("client disconnect")  # noqa: E731
     immediate = forwarder if forward is not None and forward.immediate else None
@@ -269,7 +292,8 @@ async def _serve(
         verifier=config.address_verifier,
     )
     server = SmtpServer(
-        settings, lambda: SpoolHandler(spool, log, policy, immediate), log, on_session_end=on_session_end
+        settings, lambda: SpoolHandler(spool, log, policy, immediate), log, on_session_end=on_session_end,
+        monitor=monitor,
     )
     addresses = [s.getsockname() for s in sockets]
     await server.start(sockets)
@@ -282,6 +306,13 @@ async def _serve(
         await pop_server.start(pop_sockets)  # type: ignore[attr-defined]
         for address in pop_addresses:
             log.info(f"pop server on {format_address(address[0], address[1])}")
+    admin = None
+    if admin_sockets:
+        admin = _admin_server(config, spool, log, server, forwarder, forward_settings, bus, monitor, on_signal)
+        admin_addresses = [s.getsockname() for s in admin_sockets]
+        await admin.start(admin_sockets)
+        for address in admin_addresses:
+            log.info(f"admin server on {format_address(address[0], address[1])}")
     if forward is not None:
         log.verbose(f"forwarding to {forward.address}")
     if config.log.close_stderr:
@@ -293,7 +324,7 @@ async def _serve(
         if forward.poll:
             poller = loop.create_task(_poll(forwarder, forward.poll))
     signo = await stopping
-    log.info(f"stopping: {signal.Signals(signo).name}")
+    log.info(f"stopping: {signal.Signals(signo).name if signo else 'admin terminate command'}")
     if poller is not None:
         poller.cancel()
     try:
@@ -301,11 +332,50 @@ async def _serve(
             await server.stop()
             if pop_server is not None:
                 await pop_server.stop()  # type: ignore[attr-defined]
+            if admin is not None:
+                await admin.stop()
             if forwarder is not None:
                 await forwarder.stop()
     except TimeoutError:
         log.warning("shutdown deadline passed: some sessions did not end")
-    return 128 + signo
+    return 128 + signo if signo else 0
+
+
+def _admin_server(
+    config: ServerConfig,
+    spool: Spool,
+    log: Log,
+    server: SmtpServer,
+    forwarder: Forwarder | None,
+    forward_settings: ForwardSettings | None,
+    bus: EventBus | None,
+    monitor: NetworkMonitor | None,
+    stop: Callable[[int], None],
+):  # noqa: ANN202 - admin_server.AdminServer
+    """The admin server of this process, its commands wired to the spool, forwarder and SMTP server."""
+    from emailrelay import admin_server
+
+    assert config.admin is not None and monitor is not None
+    flush = None
+    if forward_settings is not None:
+        # flush runs a forwarder of its own, without client events; retries stay the main forwarder's
+        flush_settings = dataclasses.replace(forward_settings, retry_limit=0)
+
+        async def flush() -> str:
+            own = Forwarder(spool, flush_settings, log, monitor=monitor)
+            return (await own.run("admin flush")).error
+
+    context = admin_server.AdminContext(
+        spool=spool,
+        forward_to=forward_settings.forward_to if forward_settings is not None else "",
+        request_forwarding=forwarder.request if forwarder is not None else None,
+        flush=flush,
+        network_report=monitor.report,
+        smtp_enable=server.enable,
+        dnsbl_suspend=server.suspend_dnsbl,
+        terminate=(lambda: stop(0)) if config.admin.terminate else None,
+    )
+    return admin_server.AdminServer(context, log, remote_clients=config.remote_clients, bus=bus, monitor=monitor)
 
 
 async def _poll(forwarder: object, period: int) -> None:

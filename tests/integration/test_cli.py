@@ -91,9 +91,9 @@ def test_too_many_arguments() -> None:
 
 
 def test_not_supported_yet() -> None:
-    result = emailrelay("--admin=10026")
+    result = emailrelay("--user=nobody")
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr == "emailrelay: usage error: --admin is not supported yet\n"
+    assert result.stderr == "emailrelay: usage error: --user is not supported yet\n"
 
 
 def test_nothing_to_do(tmp_path) -> None:
