@@ -311,12 +311,16 @@ async def execute(program: str, args: list[str], *, timeout: float) -> tuple[int
             async with asyncio.timeout(2):
                 await proc.wait()
         except TimeoutError:
-            _kill_group(proc.pid, signal.SIGKILL)
-            await proc.wait()
+            pass
         return None, bytes(kept)
-    except asyncio.CancelledError:
-        _kill_group(proc.pid, signal.SIGKILL)
-        raise
+    finally:
+        # however we leave (timeout, shutdown, cancellation), nothing of the filter stays behind
+        if proc.returncode is None:
+            _kill_group(proc.pid, signal.SIGKILL)
+            try:
+                await asyncio.shield(proc.wait())
+            except asyncio.CancelledError:
+                pass
     if code < 0:
         code = 128 - code
     return code, bytes(kept)

@@ -33,6 +33,7 @@ from emailrelay.options import (
     Option,
     OptionTable,
 )
+from emailrelay.pop3 import COMPATIBILITY as POP3_COMPATIBILITY
 
 MAN_DIR = Path(__file__).resolve().parent.parent / "man"
 
@@ -215,6 +216,15 @@ QUIRK_DECISIONS = [
     ("server TLS client certificates", "Without --server-tls-verify no client certificate is asked for "
      "(2.6 asks and only logs it); with a CA list a client must present one that verifies."),
     ("--dnsbl", "A bad --dnsbl value is a start-up usage error naming the problem."),
+    ("admin: info", "info copyright, credit and warranty print our own text; info version prints 2.6."),
+    ("admin: flush", "If the admin client disconnects during flush the run still finishes (2.6 aborts it, "
+     "which can leave a claimed message locked)."),
+    ("admin: status and notify", "status counts SMTP, admin and forwarding connections; client: connected "
+     "is sent after the greeting and EHLO and client: resolving is not sent; events queue per notify "
+     "connection; an admin command line over 10,000 bytes closes the connection."),
+    ("client disconnects during a filter", "A message whose client disconnected while the server filter "
+     "ran is dropped, as for any disconnect before the commit (the client never saw 250)."),
+    *POP3_COMPATIBILITY,
     ("unimplemented options", "Options marked as not yet implemented, named multiple instances, and "
      "--interface items other than IP addresses are refused at start-up with a usage error saying they "
      "are not supported yet; the supervise and ctl commands likewise."),

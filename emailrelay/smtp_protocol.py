@@ -519,6 +519,8 @@ class Session:
         self.trust = ""  # keyword of a matching "server none" line
         self.auth_delay = 0.0  # seconds the adapter should wait before sending the next replies
         self._exchange: AuthExchange | None = None
+        #: Set by the adapter: False once the client has gone (checked before a slow commit).
+        self.is_connected: Callable[[], bool] = lambda: True
         if config.auth is not None:
             self.trust = config.auth.trusted(peer_ip) or ""
 

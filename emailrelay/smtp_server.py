@@ -185,6 +185,8 @@ class SmtpServer:
         self._tasks.add(task)
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            pass  # stop() ended the session; asyncio's stream callback must not see the cancellation
         finally:
             self._tasks.discard(task)
 
@@ -231,6 +233,7 @@ class SmtpServer:
             if self.log.debug_on
             else None,
         )
+        session.is_connected = lambda: not (reader.at_eof() or writer.is_closing())
         trace = log.verbose_on
         reason = "disconnected"
         if writer.get_extra_info("ssl_object") is not None:

@@ -112,6 +112,10 @@ class SpoolHandler:
             )
             for warning in filters.drain_warnings():
                 self.log.warning(warning)
+            if not session.is_connected():  # SPEC.md 1.3 #5: a disconnect before the commit drops it
+                self.spool.discard(msg)  # type: ignore[arg-type]
+                self.log.warning(f"message {msg.id} dropped: the client disconnected while the filter ran")
+                return "451 client disconnected"
         try:
             return await self._finish(msg, verdict)  # type: ignore[arg-type]
         finally:

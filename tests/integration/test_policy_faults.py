@@ -492,13 +492,6 @@ def test_filter_ignoring_sigterm_is_killed_after_the_timeout_while_others_are_se
     assert [c.split(b"\r\n")[1] for c in ready_contents(spool)] == [b"Subject: quick"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a client that disconnects while the --filter runs (after its end-of-data, before any reply) still "
-    "gets its message committed: the server stops reading the socket while the filter runs, so it neither "
-    "notices the disconnect nor drops the .envelope.new and .content as SPEC.md 1.3 row 5 says "
-    "(disconnect before commit); the client, which never saw a 250, sends the message again: a duplicate",
-)
 def test_client_disconnecting_while_the_filter_runs_gets_nothing_committed(relay, spool, tmp_path):
     started, release = tmp_path / "started", tmp_path / "release"
     body = (f'echo $$ > {started}\nn=0\nwhile [ ! -e {release} ] && [ $n -lt 400 ]; do sleep 0.05; n=$((n+1)); done\n'
