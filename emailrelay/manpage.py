@@ -110,6 +110,17 @@ def _header(table: OptionTable) -> list[str]:
     ]
 
 
+def _see_also(table: OptionTable, references: str) -> list[str]:
+    """The EXAMPLES section from the option table, if any, then SEE ALSO."""
+    lines: list[str] = []
+    if table.examples:
+        lines.append(".SH EXAMPLES")
+        for caption, example in table.examples:
+            lines += _para(caption)
+            lines += [".PP", ".RS 4", ".nf", escape(example), ".fi", ".RE"]
+    return lines + [".SH SEE ALSO", references]
+
+
 def _no_hyphenation() -> list[str]:
     return [".nh", ".ad l"]
 
@@ -303,7 +314,7 @@ def emailrelay_page() -> str:
     lines += _items(SPEC_DIFFERENCES)
     lines += _para("Decisions on behaviour of 2.6 that looks accidental:")
     lines += _items(QUIRK_DECISIONS)
-    lines += [".SH SEE ALSO", "\\fBemailrelay\\-submit\\fR(1), \\fBsyslog\\fR(3)"]
+    lines += _see_also(table, "\\fBemailrelay\\-submit\\fR(1), \\fBsyslog\\fR(3)")
     return "\n".join(lines) + "\n"
 
 
@@ -354,7 +365,7 @@ def submit_page() -> str:
         "The spool directory must be writable, and the default follows the rule under FILES.",
         "The content is fsynced and the envelope committed by rename before the program exits.",
     ])
-    lines += [".SH SEE ALSO", "\\fBemailrelay\\fR(1)"]
+    lines += _see_also(table, "\\fBemailrelay\\fR(1)")
     return "\n".join(lines) + "\n"
 
 
@@ -421,7 +432,7 @@ def resubmit_page() -> str:
         "The exit status is 1 when a message could not be dealt with (the scripts exit 0).",
         "The directory is fsynced after the renames.",
     ])
-    lines += [".SH SEE ALSO", "\\fBemailrelay\\fR(1), \\fBemailrelay\\-submit\\fR(1), \\fBcron\\fR(8)"]
+    lines += _see_also(table, "\\fBemailrelay\\fR(1), \\fBemailrelay\\-submit\\fR(1), \\fBcron\\fR(8)")
     return "\n".join(lines) + "\n"
 
 
@@ -486,7 +497,7 @@ def passwd_page() -> str:
         "-t (--tls) and -T (--tls-config) are accepted and ignored.",
         "-V (--version) is new.",
     ])
-    lines += [".SH SEE ALSO", "\\fBemailrelay\\fR(1), RFC 2104, RFC 2195, RFC 3461"]
+    lines += _see_also(table, "\\fBemailrelay\\fR(1), RFC 2104, RFC 2195, RFC 3461")
     return "\n".join(lines) + "\n"
 
 
@@ -557,7 +568,7 @@ def filter_copy_page() -> str:
         "derived name.",
         "--help exits 0 (2.x: 1); --version is new.",
     ])
-    lines += [".SH SEE ALSO", "\\fBemailrelay\\fR(1), \\fBemailrelay\\-submit\\fR(1), RFC 1939"]
+    lines += _see_also(table, "\\fBemailrelay\\fR(1), \\fBemailrelay\\-submit\\fR(1), RFC 1939")
     return "\n".join(lines) + "\n"
 
 
