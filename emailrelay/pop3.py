@@ -66,6 +66,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
+from emailrelay import sasl
+
 #: Longest command line accepted, including CRLF (as for SMTP, SPEC.md section 0).
 MAX_LINE = 2048
 
@@ -534,17 +536,10 @@ class Session:
         name = words[0].upper()
         if name not in offered:
             return ["-ERR invalid mechanism"]
-        initial: bytes | None = None
-        if len(words) > 1:
-            if name.startswith("CRAM-"):
-                return ["-ERR invalid initial response"]
-            if words[1] == "=":
-                initial = b""
-            else:
-                try:
-                    initial = base64.b64decode(words[1], validate=True)
-                except (binascii.Error, ValueError):
-                    return ["-ERR invalid initial response"]
+        try:
+            initial = sasl.initial_response(name, words)
+        except sasl.SaslError:
+            return ["-ERR invalid initial response"]
         exchange = self.auth.start(name)
         self._exchange = exchange
         self._mechanism = name

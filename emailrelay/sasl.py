@@ -36,6 +36,7 @@ failures (the SMTP and POP sessions).
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import math
@@ -562,3 +563,25 @@ class ServerMechanism:
         if not hmac.compare_digest(expected.encode(), digest.encode("utf-8", "surrogateescape")):
             return ("fail", f"wrong {self.name} digest for [{user}]")
         return ("ok", user)
+
+
+def initial_response(mechanism: str, words: list[str]) -> bytes | None:
+    """The decoded initial response of ``AUTH <mechanism> [<response>]`` (SMTP and POP).
+
+    ``words`` are the command's arguments after AUTH.  Returns None when
+    there is none, b"" for ``=``.
+
+    Raises:
+        SaslError: a CRAM mechanism given an initial response, or a response
+            that is not base64.
+    """
+    if len(words) < 2:
+        return None
+    if mechanism.upper().startswith("CRAM-"):
+        raise SaslError("initial response not allowed")
+    if words[1] == "=":
+        return b""
+    try:
+        return base64.b64decode(words[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise SaslError("initial response is not base64") from None

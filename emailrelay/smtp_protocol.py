@@ -711,18 +711,13 @@ class Session:
         name = words[0].upper() if words else ""
         if name not in offered:
             return ["504 unsupported authentication mechanism"]
+        from emailrelay import sasl
+
+        try:
+            initial = sasl.initial_response(name, words)
+        except sasl.SaslError:
+            return ["501 invalid argument"]
         exchange = auth.start(name)
-        initial: bytes | None = None
-        if len(words) > 1:
-            if name.startswith("CRAM-"):
-                return ["501 invalid argument"]
-            if words[1] == "=":
-                initial = b""
-            else:
-                try:
-                    initial = base64.b64decode(words[1], validate=True)
-                except (binascii.Error, ValueError):
-                    return ["501 invalid argument"]
         self._exchange = exchange
         self.auth_mechanism = name
         self.enter_state(State.AUTH)
