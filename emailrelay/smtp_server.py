@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from emailrelay.dnsbl import Dnsbl
 from emailrelay.events import NetworkMonitor
+from emailrelay.listener import Listener
 from emailrelay.log import Log
 from emailrelay.smtp_protocol import Closed, Framer, Handler, Session, SessionConfig
 
@@ -112,7 +113,7 @@ class _OutOfServiceSession(Session):
         return [OUT_OF_SERVICE]
 
 
-class SmtpServer:
+class SmtpServer(Listener):
     """Serves SMTP on already-bound listening sockets."""
 
     def __init__(
@@ -124,14 +125,13 @@ class SmtpServer:
         on_session_end: Callable[[], None] | None = None,
         monitor: NetworkMonitor | None = None,
     ) -> None:
+        super().__init__()
         self.settings = settings
         self.on_session_end = on_session_end
         self.make_handler = make_handler
         self.log = log
         self.monitor = monitor
-        self._servers: list[asyncio.AbstractServer] = []
         self._addresses: list[str] = []
-        self._tasks: set[asyncio.Task[None]] = set()
         self.sessions_started = 0
         self.sessions_finished = 0
         self.enabled = True  # admin "smtp disable" / "smtp enable"
@@ -156,39 +156,20 @@ class SmtpServer:
     async def start(self, sockets: list[socket.socket]) -> None:
         implicit = self.settings.tls_context if self.settings.implicit_tls else None
         for sock in sockets:
-            server = await asyncio.start_server(
-                self._accept, sock=sock, limit=READ_SIZE, ssl=implicit,
+            await self.listen(
+                sock, limit=READ_SIZE, ssl=implicit,
                 ssl_handshake_timeout=self.settings.handshake_timeout if implicit else None,
             )
-            self._servers.append(server)
             self._addresses.append(display_address(sock.getsockname()))
             if self.monitor is not None:
                 self.monitor.listening(self._addresses[-1])
 
     async def stop(self) -> None:
         """Stop listening, then end every session (unfinished messages are dropped)."""
-        for server in self._servers:
-            server.close()
         if self.monitor is not None:
             for address in self._addresses:
                 self.monitor.not_listening(address)
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        for server in self._servers:
-            await server.wait_closed()
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            await self._serve(reader, writer)
-        except asyncio.CancelledError:
-            pass  # stop() ended the session; asyncio's stream callback must not see the cancellation
-        finally:
-            self._tasks.discard(task)
+        await self.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("", 0)

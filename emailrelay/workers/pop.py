@@ -45,6 +45,7 @@ from typing import BinaryIO
 from emailrelay import auth_policy, durable, pop3
 from emailrelay.config import ServerConfig
 from emailrelay.envelope import printable
+from emailrelay.listener import Listener
 from emailrelay.log import Log
 from emailrelay.smtp_server import _tls_details, format_address, is_local_address
 from emailrelay.spool import Spool, State, content_name
@@ -229,7 +230,7 @@ class SpoolMaildrop:
 # -- the server -------------------------------------------------------------------
 
 
-class PopServer:
+class PopServer(Listener):
     """Serves POP3 on already-bound listening sockets."""
 
     def __init__(
@@ -256,32 +257,15 @@ class PopServer:
         self.remote_clients = config.remote_clients
         self.idle_timeout = config.idle_timeout or None
         self.handshake_timeout = config.connection_timeout or None
-        self._servers: list[asyncio.AbstractServer] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        super().__init__()
 
     async def start(self, sockets: list[socket.socket]) -> None:
         for sock in sockets:
-            self._servers.append(await asyncio.start_server(self._accept, sock=sock, limit=READ_SIZE))
+            await self.listen(sock, limit=READ_SIZE)
 
     async def stop(self) -> None:
         """Stop listening, then end every session (unfinished sessions delete nothing)."""
-        for server in self._servers:
-            server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        for server in self._servers:
-            await server.wait_closed()
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            await self._serve(reader, writer)
-        finally:
-            self._tasks.discard(task)
+        await self.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("", 0)
