@@ -139,7 +139,7 @@ class SpoolHandler:
                 await self.spool.resync(msg)
             await self.spool.finish(msg)
         except OSError as e:
-            self.log.error(f"cannot commit message {msg.id}: {e}")
+            self.log.error(f"cannot commit message {msg.id}: {(e.strerror or str(e)).lower()}")
             return "452 rejected"
         self.log.info(f"stored message {msg.id} ({msg.size} bytes)")
         if self.forwarder is not None:
