@@ -33,10 +33,6 @@ from emailrelay import config, entry, options
 SUBCOMMANDS = ("supervise", "ctl")
 
 
-def _try_line(prog: str) -> str:
-    return " " * (len(prog) + 2) + f'try "{prog} --help --verbose" for more information'
-
-
 def _error(prog: str, kind: str, message: str) -> None:
     print(f"{prog}: {kind}: {message}", file=sys.stderr)
 
@@ -51,23 +47,13 @@ def run(prog: str, args: list[str]) -> int:
         _error(prog, "error", parsed.config_error)
         return 1
     if parsed.flag("help"):
-        text = options.help_text(
-            options.EMAILRELAY_OPTIONS, prog, verbose=parsed.flag("verbose"), columns=options.help_columns()
-        )
-        sys.stdout.write(text)
-        return 0
+        return entry.print_help(options.EMAILRELAY_OPTIONS, prog, parsed)
     if parsed.errors:
-        for message in parsed.errors:
-            _error(prog, "error", message)
-        print(_try_line(prog), file=sys.stderr)
-        return 1
+        return entry.usage_errors(prog, parsed.errors)
     if parsed.too_many_args:
-        _error(prog, "usage error", "too many non-option arguments")
-        print(_try_line(prog), file=sys.stderr)
-        return 1
+        return entry.usage_errors(prog, ["too many non-option arguments"], kind="usage error")
     if parsed.flag("version"):
-        sys.stdout.write(options.version_text(parsed.flag("verbose"), prog))
-        return 0
+        return entry.print_version(prog, parsed)
     try:
         server_config = config.build(parsed)
     except config.ConfigError as e:

@@ -6,8 +6,11 @@ basename without extension, as E-MailRelay does), calls
 Ctrl-C is 130, a closed stdout (``--help | head``) is 1, and any other
 exception is one ``<prog>: error: <text>`` line on stderr and exit 1.
 
-Not responsible for parsing or reporting usage errors: each command's
-``run`` does that with its own option table.
+It also has the usage front-end every command shares (OPTIONS.md 7.7,
+8.3): `print_help`, `usage_errors` (one ``<prog>: error: ...`` line each,
+then the "try --help --verbose" hint) and `print_version`, and `front`,
+which runs them in 2.6's order (help wins, then errors, then version) for
+a command with no other checks.  Option syntax itself is options.py's.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from emailrelay.options import program_name
+from emailrelay import options
+from emailrelay.options import OptionTable, Parsed, program_name
 
 
 def main(run: Callable[[str, list[str]], int], argv: Sequence[str] | None, default_prog: str) -> int:
@@ -40,3 +44,41 @@ def main(run: Callable[[str, list[str]], int], argv: Sequence[str] | None, defau
         except (OSError, ValueError):
             pass
         return 1
+
+
+def try_line(prog: str) -> str:
+    """The hint printed after usage errors, indented under the program name."""
+    return " " * (len(prog) + 2) + f'try "{prog} --help --verbose" for more information'
+
+
+def print_help(table: OptionTable, prog: str, parsed: Parsed) -> int:
+    """Help on stdout (--verbose for every option); returns exit code 0."""
+    sys.stdout.write(options.help_text(table, prog, verbose=parsed.flag("verbose"), columns=options.help_columns()))
+    return 0
+
+
+def usage_errors(prog: str, messages: list[str], *, kind: str = "error", hint: bool = True) -> int:
+    """One ``<prog>: <kind>: <message>`` line each on stderr, then the hint; returns exit code 1."""
+    for message in messages:
+        print(f"{prog}: {kind}: {message}", file=sys.stderr)
+    if hint:
+        print(try_line(prog), file=sys.stderr)
+    return 1
+
+
+def print_version(prog: str, parsed: Parsed) -> int:
+    """The version text on stdout (--verbose for the feature lines); returns exit code 0."""
+    sys.stdout.write(options.version_text(parsed.flag("verbose"), prog))
+    return 0
+
+
+def front(table: OptionTable, prog: str, args: list[str], *, hint: bool = True) -> Parsed | int:
+    """Parse a companion tool's command line; an int is the exit code of help, errors or version."""
+    parsed = options.parse(table, args, prog, config_file_allowed=False)
+    if parsed.flag("help"):
+        return print_help(table, prog, parsed)
+    if parsed.errors:
+        return usage_errors(prog, parsed.errors, hint=hint)
+    if parsed.flag("version"):
+        return print_version(prog, parsed)
+    return parsed

@@ -152,20 +152,9 @@ def run(prog: str, args: list[str]) -> int:
     """Run with the arguments after argv[0]; returns the exit code."""
     from emailrelay import durable
 
-    table = options.FILTER_COPY_OPTIONS
-    parsed = options.parse(table, args, prog, config_file_allowed=False)
-    if parsed.flag("help"):
-        sys.stdout.write(
-            options.help_text(table, prog, verbose=parsed.flag("verbose"), columns=options.help_columns())
-        )
-        return 0
-    if parsed.errors:
-        for message in parsed.errors:
-            print(f"{prog}: error: {message}", file=sys.stderr)
-        return 1
-    if parsed.flag("version"):
-        sys.stdout.write(options.version_text(parsed.flag("verbose"), prog))
-        return 0
+    parsed = entry.front(options.FILTER_COPY_OPTIONS, prog, args, hint=False)
+    if isinstance(parsed, int):
+        return parsed
     durable.set_umask(0o007)  # copies are group-readable, as in the spool (SPEC.md 1.5)
     spool_dir = parsed.value("spool-dir")
     if spool_dir is not None:

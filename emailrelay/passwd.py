@@ -146,14 +146,9 @@ def run(prog: str, args: list[str]) -> int:
     table = options.PASSWD_OPTIONS
     parsed = options.parse(table, args, prog, config_file_allowed=False)
     if parsed.flag("help"):
-        sys.stdout.write(
-            options.help_text(table, prog, verbose=parsed.flag("verbose"), columns=options.help_columns())
-        )
-        return 0
+        return entry.print_help(table, prog, parsed)
     if parsed.errors:
-        for message in parsed.errors:
-            print(f"{prog}: error: {message}", file=sys.stderr)
-        return 1
+        return entry.usage_errors(prog, parsed.errors, hint=False)
     if parsed.arguments:
         print(
             f"{prog}: too many command-line arguments (the password is read from the standard input)",
@@ -161,8 +156,7 @@ def run(prog: str, args: list[str]) -> int:
         )
         return 1
     if parsed.flag("version"):
-        sys.stdout.write(options.version_text(parsed.flag("verbose"), prog))
-        return 0
+        return entry.print_version(prog, parsed)
     try:
         dotted = parsed.flag("dotted")
         given_hash = parsed.value("hash")

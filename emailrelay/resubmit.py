@@ -309,10 +309,7 @@ def run(prog: str, args: list[str]) -> int:
     table = options.RESUBMIT_OPTIONS
     parsed = options.parse(table, args, prog, config_file_allowed=False)
     if parsed.flag("help"):
-        sys.stdout.write(
-            options.help_text(table, prog, verbose=parsed.flag("verbose"), columns=options.help_columns())
-        )
-        return 0
+        return entry.print_help(table, prog, parsed)
     errors = list(parsed.errors)
     request = Request()
     if not errors:
@@ -321,13 +318,9 @@ def run(prog: str, args: list[str]) -> int:
         except UsageError as e:
             errors = [str(e)]
     if errors:
-        for message in errors:
-            print(f"{prog}: error: {message}", file=sys.stderr)
-        print(" " * (len(prog) + 2) + f'try "{prog} --help --verbose" for more information', file=sys.stderr)
-        return 1
+        return entry.usage_errors(prog, errors)
     if parsed.flag("version"):
-        sys.stdout.write(options.version_text(parsed.flag("verbose"), prog))
-        return 0
+        return entry.print_version(prog, parsed)
     try:
         spool = _open_spool(request)
         results = resubmit(spool, request.ids, limit=request.limit, dry_run=request.dry_run)

@@ -537,19 +537,9 @@ def run(prog: str, args: list[str]) -> int:
         end = args.index("--") if "--" in args else len(args)
         debug_on = "--debug" in args[:end]
         args = [a for i, a in enumerate(args) if not (a == "--debug" and i < end)]
-    parsed = options.parse(options.SUBMIT_OPTIONS, args, prog, config_file_allowed=False)
-    if parsed.flag("help"):
-        table = options.SUBMIT_OPTIONS
-        sys.stdout.write(options.help_text(table, prog, verbose=parsed.flag("verbose"), columns=options.help_columns()))
-        return 0
-    if parsed.errors:
-        for message in parsed.errors:
-            print(f"{prog}: error: {message}", file=sys.stderr)
-        print(" " * (len(prog) + 2) + f'try "{prog} --help --verbose" for more information', file=sys.stderr)
-        return 1
-    if parsed.flag("version"):
-        sys.stdout.write(options.version_text(parsed.flag("verbose"), prog))
-        return 0
+    parsed = entry.front(options.SUBMIT_OPTIONS, prog, args)
+    if isinstance(parsed, int):
+        return parsed
     from emailrelay.spool import SpoolError
 
     try:
