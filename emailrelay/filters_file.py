@@ -286,11 +286,12 @@ def _unlink_quietly(path: Path) -> None:
         pass
 
 
-def _copy_file(source: Path, target: Path) -> None:
-    """Copy source to a new file target (0660), fsynced; no partial file on error."""
+def _copy_file(source: Path, target: Path, prefix: bytes = b"") -> None:
+    """Copy prefix + source to a new file target (0660), fsynced; no partial file on error."""
     with open(source, "rb", buffering=0) as f:
         fd = durable.create_exclusive(target)
         try:
+            durable.write_all(fd, prefix)
             while chunk := f.read(_CHUNK):
                 durable.write_all(fd, chunk)
             os.fsync(fd)
@@ -630,18 +631,7 @@ def add_message_id(content: Path, domain: str) -> filters.Outcome:
     temp = content.with_name(content.name + ".tmp")
     _unlink_quietly(temp)
     header = f"Message-ID: {new_message_id(domain)}\r\n".encode("utf-8", "surrogateescape")
-    with open(content, "rb", buffering=0) as f:
-        fd = durable.create_exclusive(temp)
-        try:
-            durable.write_all(fd, header)
-            while chunk := f.read(_CHUNK):
-                durable.write_all(fd, chunk)
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            _unlink_quietly(temp)
-            raise
-        os.close(fd)
+    _copy_file(content, temp, header)
     try:
         os.rename(temp, content)
     except BaseException:
