@@ -8,7 +8,8 @@ worker for ``--as-client`` and ``--dont-serve``.
 
 Order of precedence:
 
-1. ``supervise`` or ``ctl`` as the first argument: not supported yet;
+1. ``supervise`` or ``ctl`` as the first argument: supervisor.py or ctl.py
+   takes the rest of the command line;
 2. a configuration file that cannot be read (``error: ...``, exit 1);
 3. ``--help`` (``--verbose`` for all options) wins over any other problem;
 4. parse errors, one ``error:`` line each plus the "try" line, exit 1;
@@ -39,9 +40,14 @@ def _error(prog: str, kind: str, message: str) -> None:
 
 def run(prog: str, args: list[str]) -> int:
     """Run the program for the arguments after argv[0]; returns the exit code."""
-    if args and args[0] in SUBCOMMANDS:
-        _error(prog, "usage error", f"{args[0]} is not supported yet")
-        return 1
+    if args and args[0] == "supervise":
+        from emailrelay import supervisor
+
+        return supervisor.run(prog, args[1:])
+    if args and args[0] == "ctl":
+        from emailrelay import ctl
+
+        return ctl.run(prog, args[1:])
     parsed = options.parse(options.EMAILRELAY_OPTIONS, args, prog)
     if parsed.config_error is not None:
         _error(prog, "error", parsed.config_error)

@@ -74,6 +74,11 @@ class Log:
         if self.debug_on:
             self._emit("debug", text)
 
+    def emit(self, level: str, text: str) -> None:
+        """A record relayed from another process (a supervised worker), at its own level."""
+        if self.settings.enabled:
+            self._emit(level if level in ("info", "warning", "error", "debug") else "info", text)
+
     def warning(self, text: str) -> None:
         if self.settings.enabled:
             self._emit("warning", text)

@@ -334,6 +334,10 @@ EMAILRELAY_OPTIONS = OptionTable(
         Option("admin-terminate", "Q", group=ADMIN,
                help="Allow the terminate command on the administration interface.",
                detail="Requires --admin."),
+        Option("admin-socket", None, "<path>", group=ADMIN,
+               help="Use this owner-only Unix socket for emailrelay supervise and emailrelay ctl.",
+               detail="The default is /run/emailrelay/admin.sock for root, else admin.sock in the "
+                      "user's runtime directory. Plain emailrelay ignores it."),
         # Authentication options
         Option("client-auth", "C", "<file>", group=AUTH,
                help="Authenticate to the next server with the client secrets in this file."),

@@ -26,6 +26,11 @@ claims a message by locking its envelope (flock) and renaming it to
 failed; `Spool.recover_busy` returns ``.busy`` files whose lock nobody
 holds to READY.
 
+`Spool.observer`, when set, is told of each state change that this module
+makes for a caller: ``stored``, ``forwarded``, ``failed`` (with the reason),
+``retried`` (BAD -> READY) and ``deleted``.  The supervisor's workers set it
+to stream message events; it must not block or raise.
+
 Errors are OSError (with the file name) or SpoolError; the partial files of a
 failed commit are removed before the error propagates, so a failure never
 leaves a half-written message in the READY state.  This module does no
@@ -265,6 +270,12 @@ class Spool:
         self._fsync = fsync
         self._seq = 0
         self._syncer: durable.DirectorySyncer | None = None
+        #: Called as observer(action, msg_id, detail) after a state change (module docstring).
+        self.observer: Callable[[str, str, str], None] | None = None
+
+    def _tell(self, action: str, msg_id: str, detail: str = "") -> None:
+        if self.observer is not None:
+            self.observer(action, msg_id, detail)
 
     # ids and paths
 
@@ -371,6 +382,7 @@ class Spool:
             # the client is about to be told it was not accepted.
             self.discard(msg)
             raise
+        self._tell("stored", msg.id)
         return True
 
     async def resync(self, msg: NewMessage) -> None:
@@ -396,6 +408,48 @@ class Spool:
     def rename(self, msg_id: str, old: State, new: State) -> None:
         """Move a message from one state to another with one rename(2)."""
         os.rename(self.envelope_path(msg_id, old), self.envelope_path(msg_id, new))
+        if old is State.BAD and new is State.READY:
+            self._tell("retried", msg_id)
+
+    def delete(self, msg_id: str) -> State:
+        """Remove a READY or BAD message for an operator; returns the state it was in.
+
+        A READY message is claimed first, so a forwarder never sends a
+        message that is being deleted.  Raises FileNotFoundError when there
+        is no such READY or BAD message, BlockingIOError when a forwarder
+        holds it.
+        """
+        if not msg_id or "/" in msg_id or "\0" in msg_id:
+            raise FileNotFoundError(msg_id)
+        if self.envelope_path(msg_id, State.BAD).exists():
+            self.remove(msg_id, State.BAD)
+            state = State.BAD
+        else:
+            if not self.envelope_path(msg_id, State.READY).exists():
+                if self.envelope_path(msg_id, State.BUSY).exists():
+                    raise BlockingIOError(errno.EWOULDBLOCK, "the message is being forwarded")
+                raise FileNotFoundError(msg_id)
+            claim = self.claim(msg_id)
+            if claim is None:
+                raise BlockingIOError(errno.EWOULDBLOCK, "the message is being forwarded")
+            _unlink_quietly(claim.path)
+            _unlink_quietly(self.content_path(claim.id))
+            claim.close()
+            state = State.READY
+        if self._fsync:
+            durable.fsync_directory(self.directory)
+        self._tell("deleted", msg_id)
+        return state
+
+    def summary(self) -> dict[State, int]:
+        """How many envelopes there are in each state (one directory scan)."""
+        counts = dict.fromkeys(State, 0)
+        with os.scandir(self.directory) as it:
+            for entry in it:
+                parsed = parse_name(entry.name)
+                if parsed is not None and parsed[1] is not None:
+                    counts[parsed[1]] += 1
+        return counts
 
     def remove(self, msg_id: str, state: State) -> None:
         """Delete a message: envelope first, so it is never READY without content."""
@@ -465,6 +519,7 @@ class Spool:
         _unlink_quietly(claim.path)
         _unlink_quietly(self.content_path(claim.id))
         claim.close()
+        self._tell("forwarded", claim.id)
 
     def release(self, claim: Claim) -> None:
         """Give a message back unchanged: BUSY -> READY."""
@@ -503,6 +558,7 @@ class Spool:
         if self._fsync:
             durable.fsync_directory(self.directory)
         claim.close()
+        self._tell("failed", claim.id, reason.decode("utf-8", "replace").strip())
 
     def _shared_with_subdirectory(self, msg_id: str) -> bool:
         """True if a sub-directory holds an envelope of this id (copy:pop, submit --copy)."""

@@ -44,6 +44,7 @@ from emailrelay.spool import NewMessage, Spool
 from emailrelay.verifiers import Query, Verdict, Verifier
 from emailrelay.workers import runtime
 from emailrelay.workers.forward import Forwarder, ForwardSettings
+from emailrelay.workers.link import Link, WorkerSpec
 
 
 @dataclass(frozen=True)
@@ -176,15 +177,17 @@ class SpoolHandler:
             transaction.message = None
 
 
-def run(config: ServerConfig) -> int:
-    """Run the storage server until a terminating signal; returns the exit code."""
+def run(config: ServerConfig, spec: WorkerSpec | None = None) -> int:
+    """Run the storage server until a terminating signal; returns the exit code.
+
+    With `spec` this is one worker of ``emailrelay supervise`` (workers/child.py):
+    its listening sockets are inherited, it does not detach, and it does
+    only its role's job (`_serve`).
+    """
     log = runtime.open_log(config)
     try:
         spool = runtime.open_spool(config, log)
-        try:
-            sockets = [] if config.no_smtp else bind(list(config.interfaces), config.port)
-        except OSError as e:
-            raise runtime.StartupError(f"socket bind error: {(e.strerror or str(e)).lower()}", 2) from None
+        sockets = [] if config.no_smtp else _listening(spec, "smtp", list(config.interfaces), config.port)
         domain = config.domain or runtime.default_domain()
         forward_settings = runtime.forward_settings(config, domain)
         auth = runtime.server_auth(config, domain, log)
@@ -194,17 +197,11 @@ def run(config: ServerConfig) -> int:
             from emailrelay.workers import pop
 
             pop_auth = pop.load_auth(config, domain, log)
-            try:
-                pop_sockets = bind(list(config.pop.interfaces), config.pop.port)
-            except OSError as e:
-                raise runtime.StartupError(f"socket bind error: {(e.strerror or str(e)).lower()}", 2) from None
+            pop_sockets = _listening(spec, "pop", list(config.pop.interfaces), config.pop.port)
             pop_listener = (pop.PopServer(config, spool, pop_auth, tls_context, domain, log), pop_sockets)
         admin_sockets: list[socket.socket] = []
         if config.admin is not None:
-            try:
-                admin_sockets = bind(list(config.admin.interfaces), config.admin.port)
-            except OSError as e:
-                raise runtime.StartupError(f"socket bind error: {(e.strerror or str(e)).lower()}", 2) from None
+            admin_sockets = _listening(spec, "admin", list(config.admin.interfaces), config.admin.port)
     except runtime.StartupError as e:
         runtime.fatal(config.log.program, str(e))
         return e.code
@@ -234,6 +231,13 @@ def run(config: ServerConfig) -> int:
         handshake_timeout=config.connection_timeout,
     )
     forward = config.forward
+    if spec is not None:
+        try:
+            return asyncio.run(
+                _serve(config, settings, spool, sockets, log, forward_settings, pop_listener, admin_sockets, spec)
+            )
+        except KeyboardInterrupt:
+            return 130
     listening = sockets or pop_listener is not None or admin_sockets
     if not listening and not (forward and (forward.at_startup or forward.poll)):
         sys.stderr.write(f"{config.log.program}: nothing to do\n")
@@ -261,7 +265,16 @@ async def _serve(
     forward_settings: ForwardSettings | None,
     pop_listener: tuple[object, list[socket.socket]] | None = None,
     admin_sockets: list[socket.socket] | None = None,
+    spec: WorkerSpec | None = None,
 ) -> int:
+    """Serve until stopped.  Plain ``emailrelay`` (no `spec`) does every job here.
+
+    As a supervised worker, the role decides: ``storage`` stores but does
+    not forward (it asks the supervisor, which tells the ``forward``
+    worker); ``proxy`` forwards each message before replying (--immediate)
+    and leaves polling to ``forward``; ``forward`` and ``pop`` have only
+    their own listeners.  SIGUSR1 asks a forwarding worker for a run.
+    """
     loop = asyncio.get_running_loop()
     stopping: asyncio.Future[int] = loop.create_future()  # the signal number; 0 = admin terminate
 
@@ -272,6 +285,10 @@ async def _serve(
     for signo in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         loop.add_signal_handler(signo, on_signal, signo)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    link = Link(spec) if spec is not None else None
+    if link is not None:
+        await link.open(lambda: on_signal(signal.SIGTERM))
+        spool.observer = link.spool_event
     bus = monitor = None
     if admin_sockets:
         bus = EventBus()
@@ -279,18 +296,24 @@ async def _serve(
     forwarder = None
     forward = config.forward
     on_session_end = None
-    if forward is not None:
+    request: Callable[[str], None] | None = None
+    if forward is not None and link is not None and spec is not None and spec.role == "storage":
+        request = link.forward_request  # the forward worker forwards
+    elif forward is not None:
         assert forward_settings is not None
         forwarder = Forwarder(spool, forward_settings, log, monitor=monitor, events=bus)
-        if forward.on_disconnect:
-            on_session_end = lambda: forwarder.request("client disconnect")  # noqa: E731
+        request = forwarder.request
+        if link is not None:
+            loop.add_signal_handler(signal.SIGUSR1, forwarder.request, "supervisor request")
+    if forward is not None and forward.on_disconnect:
+        on_session_end = lambda: request("client disconnect")  # noqa: E731
     immediate = forwarder if forward is not None and forward.immediate else None
     if immediate is not None:
         log.warning("using --immediate can result in client timeout errors: try --forward-on-disconnect instead")
     policy = StoragePolicy(
         filter=config.filter,
         filter_timeout=config.filter_timeout,
-        rescan=(lambda: forwarder.request("rescan")) if forwarder is not None else None,
+        rescan=(lambda: request("rescan")) if request is not None else None,
         domain=settings.session.domain,
         delivery_dir=config.delivery_dir or str(spool.directory),
         verifier=config.address_verifier,
@@ -312,7 +335,7 @@ async def _serve(
             log.info(f"pop server on {format_address(address[0], address[1])}")
     admin = None
     if admin_sockets:
-        admin = _admin_server(config, spool, log, server, forwarder, forward_settings, bus, monitor, on_signal)
+        admin = _admin_server(config, spool, log, server, request, forward_settings, bus, monitor, on_signal)
         admin_addresses = [s.getsockname() for s in admin_sockets]
         await admin.start(admin_sockets)
         for address in admin_addresses:
@@ -327,6 +350,8 @@ async def _serve(
             forwarder.request("startup")
         if forward.poll:
             poller = loop.create_task(_poll(forwarder, forward.poll))
+    if link is not None:
+        link.ready()
     signo = await stopping
     log.info(f"stopping: {signal.Signals(signo).name if signo else 'admin terminate command'}")
     if poller is not None:
@@ -342,6 +367,8 @@ async def _serve(
                 await forwarder.stop()
     except TimeoutError:
         log.warning("shutdown deadline passed: some sessions did not end")
+    if link is not None:
+        await link.close()
     return 128 + signo if signo else 0
 
 
@@ -350,7 +377,7 @@ def _admin_server(
     spool: Spool,
     log: Log,
     server: SmtpServer,
-    forwarder: Forwarder | None,
+    request: Callable[[str], None] | None,
     forward_settings: ForwardSettings | None,
     bus: EventBus | None,
     monitor: NetworkMonitor | None,
@@ -372,7 +399,7 @@ def _admin_server(
     context = admin_server.AdminContext(
         spool=spool,
         forward_to=forward_settings.forward_to if forward_settings is not None else "",
-        request_forwarding=forwarder.request if forwarder is not None else None,
+        request_forwarding=request,
         flush=flush,
         network_report=monitor.report,
         smtp_enable=server.enable,
@@ -380,6 +407,16 @@ def _admin_server(
         terminate=(lambda: stop(0)) if config.admin.terminate else None,
     )
     return admin_server.AdminServer(context, log, remote_clients=config.remote_clients, bus=bus, monitor=monitor)
+
+
+def _listening(spec: WorkerSpec | None, service: str, interfaces: list[str], port: int) -> list[socket.socket]:
+    """A service's listening sockets: inherited from the supervisor, or bound here (exit 2 on failure)."""
+    if spec is not None:
+        return spec.sockets(service)
+    try:
+        return bind(interfaces, port)
+    except OSError as e:
+        raise runtime.StartupError(f"socket bind error: {(e.strerror or str(e)).lower()}", 2) from None
 
 
 async def _poll(forwarder: object, period: int) -> None:

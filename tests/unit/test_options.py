@@ -55,8 +55,10 @@ IMPLEMENTED = {
     "server-tls-connection", "server-tls-certificate", "server-tls-verify", "server-tls-required", "address-verifier",
     "pop", "pop-port", "pop-auth", "pop-by-name", "pop-no-delete", "dnsbl", "no-smtp", "pid-file", "localedir",
     "admin", "admin-terminate",
+    # supervisor (issue 7)
+    "admin-socket",
 }
-OURS = {"retry-limit", "retry-interval"}  # SPEC.md section 0 additions
+OURS = {"retry-limit", "retry-interval", "admin-socket"}  # SPEC.md section 0 additions
 
 
 def parse(*args: str) -> Parsed:
