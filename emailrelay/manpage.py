@@ -17,11 +17,15 @@ other tools, which their own issues add.
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from emailrelay import COMPATIBLE_VERSION, __version__
+from emailrelay import COMPATIBLE_VERSION, __version__, lifecycle
+from emailrelay import admin_protocol as proto
+from emailrelay.lifecycle import WorkerState, backoff_delay
 from emailrelay.options import (
     EMAILRELAY_OPTIONS,
     FILTER_COPY_OPTIONS,
@@ -157,8 +161,8 @@ SPEC_DIFFERENCES = [
      "unwritable spool directory is a one-line error with exit status 1 (2.6: a warning)."),
     ("default spool directory", "As described under FILES (2.6: the compiled-in /var/spool/emailrelay)."),
     ("daemon mode", "As in 2.6: without --no-daemon the process detaches after start-up errors have been "
-     "reported; --pid-file is written by the daemon and removed at exit. --user is not implemented yet: "
-     "the process keeps its identity."),
+     "reported; --pid-file is written by the daemon and removed at exit. emailrelay supervise is new and "
+     "always stays in the foreground. --user is not implemented yet: the process keeps its identity."),
     ("temporary failures", "By default a 4xx reply from the next server fails the message to .bad, as "
      "in 2.6. --retry-limit and --retry-interval (default 60 seconds, doubling, at most 3600) opt in to "
      "returning such messages to the queue when the failure was temporary, never after a 5xx reply."),
@@ -238,14 +242,401 @@ QUIRK_DECISIONS = [
     *POP3_COMPATIBILITY,
     ("unimplemented options", "Options marked as not yet implemented, named multiple instances, and "
      "--interface items other than IP addresses are refused at start-up with a usage error saying they "
-     "are not supported yet; the supervise and ctl commands likewise."),
+     "are not supported yet."),
 ]
+
+
+# -- emailrelay supervise, emailrelay ctl and the admin protocol ---------------------------------
+
+#: One line per admin protocol operation: its arguments and what it does.  A unit test checks that
+#: the keys are exactly admin_protocol.OPERATIONS, so a new operation cannot go undocumented.
+OPERATION_TEXT: dict[str, str] = {
+    "status": "No arguments. The result describes the supervisor (pid, uptime, version, admin socket, "
+              "configuration file), each worker (name, role, state, pid, uptime, restarts, failures, "
+              "last error, CPU and memory use) and the spool (how many messages are ready, in flight, "
+              "failed and arriving).",
+    "list": "Optional state (ready, busy, bad or all, the default), offset and limit. The result is the "
+            "total number of messages in that state and one page of them, with id, state, time, size, "
+            "sender and recipients, and the failure reason of failed ones.",
+    "show": "msg, and optional max_bytes (default 1 MiB). The result is the message's envelope fields and "
+            "its content as text, cut at max_bytes.",
+    "forward": "No arguments. The forward worker is told to forward the spool now. Refused when the "
+               "configuration has no forward address; unavailable when the forward worker is not running.",
+    "retry": "msg, or all: true. Failed messages go back to the queue, as emailrelay-resubmit does it, and "
+             "if any went back a forwarding run is asked for. The result gives the outcome for each "
+             "message.",
+    "delete": "msg. A ready or failed message is deleted. A message being forwarded is busy.",
+    "worker-restart": "name. The worker is stopped and started again, also when it is FATAL. The reply "
+                      "comes when it runs again or has failed to start.",
+    "worker-stop": "name. The worker is stopped and is not started again until worker-start, "
+                   "worker-restart or a reload.",
+    "worker-start": "name. A stopped or FATAL worker is started.",
+    "config-get": "No arguments. The result is the path and the text of the configuration file, and the "
+                  "command-line arguments of the supervisor.",
+    "config-validate": "text. The text is checked as if it were the configuration file. The result lists "
+                       "the errors; none means it is valid.",
+    "config-replace": "text. The text is checked, written in place of the configuration file (to a "
+                      "temporary file, fsynced, then renamed) and the configuration is reloaded. An invalid "
+                      "text is refused and nothing changes.",
+    "reload": "No arguments. The configuration file is read again and the workers are restarted with it, "
+              "as for SIGHUP. An invalid configuration is refused and the running workers are left alone.",
+    "logs": "Optional limit (default 100). The result is the newest log records of the supervisor and its "
+            "workers.",
+    "subscribe": "Optional streams, a list of event and log (default both). From now on those streams are "
+                 "sent on this connection.",
+    "shutdown": "No arguments. The supervisor replies, then shuts down as for SIGTERM.",
+}
+
+#: The messages a worker sends on the admin socket; checked against admin_protocol.WORKER_OPERATIONS.
+WORKER_OPERATION_TEXT: dict[str, str] = {
+    "hello": "names the worker; the supervisor checks that the peer's process id is the one it started "
+             "under that name",
+    "ready": "the worker's listeners accept connections: the worker is now RUNNING",
+    "event": "something happened to a message, passed on to the event stream",
+    "forward-request": "the worker wants a forwarding run (--forward-on-disconnect, filter exit codes "
+                       "103 and 104, or the forward command of the --admin interface)",
+}
+
+#: What each error kind of the admin protocol means; checked against admin_protocol.ERROR_KINDS.
+ERROR_KIND_TEXT: dict[str, str] = {
+    "bad-request": "The line is not JSON, the operation is unknown or the arguments are wrong.",
+    "not-found": "There is no such message or worker.",
+    "refused": "The request is not allowed now, for example an invalid configuration, or the peer is not "
+               "allowed to use the socket.",
+    "busy": "The message is claimed by the forwarder, or the worker is changing state.",
+    "unavailable": "The worker that would do the job is not running, or a file cannot be read.",
+    "internal": "An unexpected failure. The supervisor logs it and goes on.",
+}
+
+#: What each exit status of emailrelay ctl means, by the name of its ctl.EXIT_* constant.
+CTL_EXIT_TEXT: dict[str, str] = {
+    "EXIT_OK": "Success, also for --help.",
+    "EXIT_REFUSED": "The supervisor refused the request: an unknown message or worker, an invalid "
+                    "configuration, a worker that did not reach RUNNING, and so on.",
+    "EXIT_USAGE": "A usage error in the ctl command line.",
+    "EXIT_UNREACHABLE": "The supervisor cannot be reached: it is not running, permission is denied, or the "
+                        "socket is not an emailrelay admin socket.",
+    "EXIT_TEMPORARY": "A temporary refusal that may work if repeated: a worker that is starting, or a "
+                      "message that is being forwarded.",
+}
+
+WORKER_STATE_TEXT: dict[str, str] = {
+    "STOPPED": "There is no process and none is wanted: before the first start, after worker-stop, or "
+               "during shutdown.",
+    "STARTING": "The process has been started but has not yet said it is ready.",
+    "RUNNING": "The worker has said it is ready. A worker is never RUNNING only because its process exists.",
+    "BACKOFF": "The start failed. The worker is started again after a delay.",
+    "STOPPING": "The worker has been sent SIGTERM and the supervisor waits for it to exit.",
+    "EXITED": "The worker died after a good run. It is started again at once.",
+    "FATAL": "The worker failed to start too many times in a row. It stays down, and the error is logged "
+             "and shown by ctl status, until ctl start, ctl restart or a reload.",
+}
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} second" + ("" if value == 1 else "s")
+
+
+def _font(text: str, font: str) -> str:
+    return f"\\f{font}{escape(text)}\\fR"
+
+
+def _ctl_parser() -> argparse.ArgumentParser:
+    from emailrelay import ctl
+
+    return ctl.parser("emailrelay ctl")
+
+
+def _ctl_commands(top: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The sub-parsers of ``emailrelay ctl``, by command name, in COMMANDS order."""
+    for action in top._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise RuntimeError("emailrelay ctl has no commands")
+
+
+def _flags(p: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The arguments of a parser, without --help and the sub-command list."""
+    return [a for a in p._actions
+            if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))]
+
+
+def _flag_value(action: argparse.Action) -> str:
+    """The value part of an argument: its choices or its metavar, in italics; empty for a switch."""
+    if action.nargs == 0:
+        return ""
+    if action.choices:
+        return "{" + ",".join(escape(str(c)) for c in action.choices) + "}"
+    return _font(str(action.metavar or action.dest).lower().replace("_", "-"), "I")
+
+
+def _flag_tag(action: argparse.Action) -> str:
+    """An argument as a man-page tag: ``-f, --follow`` or ``--state={...}`` or the positional's name."""
+    value = _flag_value(action)
+    if not action.option_strings:
+        return value
+    names = ", ".join(_font(s, "B") for s in action.option_strings)
+    return names + (f" {value}" if value else "")
+
+
+def _flag_usage(action: argparse.Action) -> str:
+    """An argument as it appears in a command's usage line, brackets for an optional one."""
+    value = _flag_value(action)
+    if not action.option_strings:
+        return f"[{value}]" if action.nargs == "?" else value
+    name = _font(action.option_strings[-1], "B")
+    text = name + (f" {value}" if value else "")
+    return text if action.required else f"[{text}]"
+
+
+def _flag_body(action: argparse.Action) -> str:
+    text = (action.help or "").rstrip(".")
+    text = text[:1].upper() + text[1:] + "."
+    default = action.default
+    if action.option_strings and default not in (None, False) and "default" not in text.lower():
+        text += f" Default: {default:g}." if isinstance(default, float) else f" Default: {default}."
+    if not action.option_strings and action.nargs == "?":
+        text += " Optional."
+    return escape(text)
+
+
+def ctl_section() -> list[str]:
+    """The CTL COMMANDS section, from ctl.COMMANDS and the argparse parser of emailrelay ctl."""
+    from emailrelay import ctl
+
+    top = _ctl_parser()
+    commands = _ctl_commands(top)
+    lines = [".SH CTL COMMANDS"]
+    lines += _para(
+        "emailrelay ctl sends one command to a running emailrelay supervise over its admin socket and "
+        "prints the answer. People get text; --json gives the full result as JSON for scripts, where "
+        "offered. Errors are one line on the standard error stream, emailrelay ctl: error: <text>, with "
+        "(try again) added when repeating the command may help."
+    )
+    lines += [".SS Options of ctl", "These come before the command."]
+    for action in _flags(top):
+        lines += [".TP", _flag_tag(action), _flag_body(action)]
+    lines += [".SS Commands"]
+    for name, p in commands.items():
+        help_text = ctl.COMMANDS[name][0] if name in ctl.COMMANDS else (p.description or "")
+        usage = " ".join([_font(name, "B"), *(_flag_usage(a) for a in _flags(p))])
+        lines += [".TP", usage, escape(help_text)]
+        flags = _flags(p)
+        if flags:
+            lines += [".RS"]
+            for action in flags:
+                lines += [".TP", _flag_tag(action), _flag_body(action)]
+            lines += [".RE"]
+    lines += [".SS Exit status of ctl"]
+    exits = sorted((value, key) for key, value in vars(ctl).items()
+                   if key.startswith("EXIT_") and isinstance(value, int))
+    lines += _items((str(value), CTL_EXIT_TEXT.get(key, key)) for value, key in exits)
+    lines += _items([("130", "Interrupted (SIGINT), for example while following the log.")])
+    return lines
+
+
+def _restart_policy() -> lifecycle.Worker:
+    """A worker's lifecycle as the supervisor sets it up, for its startsecs, retries and backoff."""
+    from emailrelay import supervisor
+
+    return supervisor.Managed(supervisor.Job("storage", "storage"), lambda *_: None).worker
+
+
+def supervisor_section() -> list[str]:
+    """The SUPERVISOR section: emailrelay supervise."""
+    from emailrelay import supervisor
+
+    policy = _restart_policy()
+    first = backoff_delay(1, policy.backoff_base, policy.backoff_max)
+    lines = [".SH SUPERVISOR"]
+    lines += _para(
+        "emailrelay supervise takes the same options and configuration file as plain emailrelay. It does not "
+        "run the jobs itself: it runs each one as a separate worker process, watches it, and starts it again "
+        "when it dies. emailrelay ctl and other clients talk to the supervisor over its admin socket (see "
+        "CTL COMMANDS and ADMIN PROTOCOL)."
+    )
+    lines += [".SS Workers"]
+    lines += _para("A configuration gives these workers, started in this order:")
+    lines += _items([
+        ("storage", "The SMTP server that stores mail in the spool. There is none with --no-smtp."),
+        ("proxy", "Instead of storage when --immediate is given: the SMTP server that forwards each "
+                  "message while the client waits."),
+        ("forward", "When there is a forward address: forwards the spool, by --poll, after --forward at "
+                    "start-up, and whenever another worker or ctl forward asks for a run."),
+        ("pop", "With --pop: the POP3 server."),
+    ])
+    lines += _para(
+        "E-MailRelay's --admin TCP interface is served by the first worker in the list. A forward command "
+        "given to it is passed on to the forward worker. A configuration that would run no worker, or one "
+        "with --as-client or --dont-serve, is refused: use plain emailrelay for those."
+    )
+    lines += [".SS Sockets"]
+    lines += _para(
+        "The supervisor binds the SMTP, POP and --admin listening sockets itself and passes them down to "
+        "the workers, which inherit them. So when a worker restarts, the port never closes: new "
+        "connections wait in the listen queue until the new worker accepts them. A reload keeps the "
+        "sockets whose address and port have not changed. A socket that cannot be bound at start-up "
+        "ends the supervisor with exit status 2."
+    )
+    lines += [".SS Worker states"]
+    lines += _items((state.value, WORKER_STATE_TEXT[state.value]) for state in WorkerState)
+    lines += [".SS Restarts"]
+    lines += _para(
+        f"A worker must say it is ready within {_seconds(supervisor.START_TIMEOUT)}, or it is killed. A "
+        f"worker that dies before it has been RUNNING for {_seconds(policy.startsecs)} has failed to start. "
+        f"After a failed start the worker waits in BACKOFF and is started again: {_seconds(first)} after "
+        f"the first failure, then twice as long after each further one, at most "
+        f"{_seconds(policy.backoff_max)}. After {policy.max_retries} failed starts in a row the worker "
+        "becomes FATAL and is not started again until an operator asks for it. A worker that dies after "
+        "a good run is started again at once, and its count of failures starts from zero."
+    )
+    lines += [".SS Log"]
+    lines += _para(
+        "The supervisor always logs, to the standard error stream or the --log-file file, and to syslog "
+        "as configured. Its own lines are tagged [supervisor]. Each line a worker logs is tagged with the "
+        "worker's name, for example [storage]; a worker line that is not in the log format is logged as an "
+        f"error. The newest {supervisor.LOG_HISTORY} records are also kept for ctl logs. Every state change "
+        "of a worker is logged, with the reason."
+    )
+    lines += [".SS Signals"]
+    lines += _items([
+        ("SIGTERM, SIGINT, SIGQUIT",
+         "Shut down in order: stop listening; send SIGTERM to the SMTP, POP and proxy workers and wait "
+         "for them (they finish their sessions); then the same for the forward worker. A worker still "
+         f"there after {_seconds(supervisor.STOP_DEADLINE)} gets SIGKILL. Then the admin socket and the pid "
+         "file are removed and the supervisor exits with status 0."),
+        ("SIGHUP",
+         "Reload: read the configuration file again and check it. If it is invalid, the errors are logged "
+         "and nothing changes. Otherwise the workers are stopped in the same order and started with the "
+         "new configuration. If a new listening socket cannot be bound, the old configuration is started "
+         "again."),
+    ])
+    lines += [".SS Foreground, pid file and systemd"]
+    lines += _para(
+        "The supervisor always runs in the foreground; it never detaches, whatever --no-daemon says. With "
+        "--pid-file it writes its own process id to that file at start-up and removes it at exit. Workers "
+        "stop by themselves when the supervisor goes away, so none outlives it."
+    )
+    lines += _para(
+        "Under systemd the unit is Type=notify (see config/emailrelay.service). The supervisor tells "
+        "systemd:"
+    )
+    lines += _items([
+        ("READY=1", "once every worker is RUNNING, and again after a reload."),
+        ("STATUS=", "how many workers are running, and which are FATAL, whenever a worker changes state."),
+        ("RELOADING=1", "when a reload starts."),
+        ("STOPPING=1", "when the shutdown starts."),
+        ("WATCHDOG=1", "at half the WatchdogSec= interval, when the unit sets one."),
+    ])
+    lines += _para(
+        "Only the supervisor talks to systemd: the workers do not get NOTIFY_SOCKET. Use "
+        "ExecReload=/bin/kill -HUP $MAINPID for systemctl reload."
+    )
+    return lines
+
+
+def protocol_section() -> list[str]:
+    """The ADMIN PROTOCOL section: the supervisor's socket, and E-MailRelay's --admin interface."""
+    from emailrelay import admin_server
+
+    lines = [".SH ADMIN PROTOCOL"]
+    lines += _para(
+        "emailrelay supervise listens on a Unix socket for emailrelay ctl, the workers and other clients. "
+        "This is not E-MailRelay's --admin interface, which is described at the end of this section."
+    )
+    lines += [".SS Socket"]
+    lines += _para(
+        "The path is --admin-socket, else /run/emailrelay/admin.sock when running as root, else "
+        "$XDG_RUNTIME_DIR/emailrelay/admin.sock (the user's runtime directory). The socket is created "
+        "with mode 0600, so only its owner can connect, and the supervisor also checks each peer's user id "
+        "(SO_PEERCRED): a peer with another user id gets one refused error and is disconnected. If a "
+        "socket file is already there and a supervisor answers on it, start-up fails; if nobody answers, "
+        "the old file is removed. The socket is removed at exit."
+    )
+    lines += [".SS Framing and greeting"]
+    lines += _para(
+        "Every message is one JSON object in UTF-8 on one line that ends with a newline. A line may be "
+        f"at most {proto.MAX_LINE // (1024 * 1024)} MiB. On connect the server sends a greeting first:"
+    )
+    greeting = json.dumps(proto.greeting(f"emailrelay {__version__}", 1234))
+    lines += [".PP", ".RS 4", ".nf", escape(greeting), ".fi", ".RE"]
+    lines += _para(
+        f"This page describes version {proto.VERSION} of the protocol. A client must check the protocol "
+        "and version fields of the greeting and disconnect if it does not speak that version; emailrelay "
+        "ctl does."
+    )
+    lines += [".SS Requests and replies"]
+    lines += _para(
+        "A request has an op, an id and the operation's arguments. The id can be any JSON value. The server "
+        "sends exactly one reply to each request, in the order of the requests, with the same id. A reply "
+        "has ok: true and a result, or ok: false and an error with a kind, a message and retry:"
+    )
+    examples = [
+        proto.request(7, "retry", msg="emailrelay.1234.1700000000.1"),
+        proto.ok(7, {"retried": 1}),
+        proto.failed(7, proto.AdminError("not-found", "no failed message emailrelay.1234.1700000000.1")),
+    ]
+    lines += [".PP", ".RS 4", ".nf", *(escape(json.dumps(e)) for e in examples), ".fi", ".RE"]
+    lines += _para(
+        "retry says whether the same request may work later with nothing else changed. The error kinds "
+        "and their usual retry value are:"
+    )
+    lines += _items(
+        (kind, ERROR_KIND_TEXT[kind] + (" Retry: true." if retry else " Retry: false."))
+        for kind, retry in proto.ERROR_KINDS.items()
+    )
+    lines += [".SS Operations"]
+    lines += _items((op, OPERATION_TEXT[op]) for op in proto.OPERATIONS)
+    lines += _para("The workers use the same socket, with these messages. They get a reply only when they "
+                   "are refused:")
+    lines += _items((op, WORKER_OPERATION_TEXT[op][:1].upper() + WORKER_OPERATION_TEXT[op][1:] + ".")
+                    for op in proto.WORKER_OPERATIONS)
+    lines += [".SS Streams"]
+    lines += _para(
+        "After subscribe the server also sends stream messages, mixed with the replies. They have no id:"
+    )
+    streams = [
+        proto.stream("event", {"type": "message", "action": "stored", "msg": "emailrelay.1234.1700000000.1",
+                               "worker": "storage", "time": 1700000000.0}),
+        proto.stream("log", {"worker": "storage", "level": "info", "text": "...", "time": 1700000000.0}),
+    ]
+    lines += [".PP", ".RS 4", ".nf", *(escape(json.dumps(s)) for s in streams), ".fi", ".RE"]
+    lines += _para("The event types are:")
+    lines += _items([
+        ("message", "action is stored, forwarded, failed (with a reason), retried or deleted; msg is the "
+                    "message id."),
+        ("worker", "A worker changed state: name, old, new and reason."),
+        ("config", "action reloaded: the configuration was reloaded."),
+        ("overflow", f"The client did not read and more than {proto.SUBSCRIBER_BACKLOG // (1024 * 1024)} MiB "
+                     "waited for it. The server stops sending streams to it after this event."),
+    ])
+    lines += _para(
+        "The log stream carries every log record of the supervisor and its workers: worker, level, text "
+        "and time. Events are a display aid; the spool directory is the truth."
+    )
+    lines += [".SS The --admin TCP interface"]
+    lines += _para(
+        f"--admin <port> is E-MailRelay {COMPATIBLE_VERSION}'s own administration interface: plain text "
+        "lines over TCP with the prompt E-MailRelay>, served by plain emailrelay and, under the supervisor, "
+        "by its first worker. Its commands are " + ", ".join(sorted(admin_server.COMMANDS)) + " (terminate "
+        "only with --admin-terminate). It is kept as 2.6 has it for existing scripts. It is a different "
+        "interface from the supervisor's admin socket: another transport, other commands, no JSON and no "
+        "check of the peer's user id (non-local peers are refused unless --remote-clients)."
+    )
+    return lines
 
 
 def emailrelay_page() -> str:
     """The text of man/emailrelay.1."""
     table = EMAILRELAY_OPTIONS
     lines = _header(table)
+    lines += [
+        ".br",
+        "\\fBemailrelay supervise\\fR [\\fIoption\\fR ...] [\\fIconfig\\-file\\fR]",
+        ".br",
+        "\\fBemailrelay ctl\\fR [\\fB\\-\\-admin\\-socket\\fR \\fIpath\\fR] "
+        "[\\fB\\-\\-timeout\\fR \\fIseconds\\fR] \\fIcommand\\fR [\\fIargument\\fR ...]",
+    ]
     lines += [".SH DESCRIPTION"]
     lines += _para(
         f"emailrelay is a store-and-forward mail relay that follows E-MailRelay {COMPATIBLE_VERSION}: its "
@@ -254,9 +645,19 @@ def emailrelay_page() -> str:
         "goes, leaving that to the forwarding address, filters and address verifiers."
     )
     lines += _para(
-        "This version implements the storage server in the foreground (for example "
-        "emailrelay --log --no-daemon --port 10025). Options marked \"not yet implemented\" below are "
-        "accepted by the parser but refused at start-up with a usage error."
+        "Plain emailrelay runs as a daemon by default: it checks its configuration, binds its ports, "
+        "then detaches into the background (--no-daemon keeps it in the foreground). It does every job "
+        "in one process: the SMTP server, forwarding, the POP server and the --admin interface."
+    )
+    lines += _para(
+        "emailrelay supervise is the split form. It reads the same options and configuration file, but "
+        "runs each job as its own worker process, restarts workers that die, stays in the foreground "
+        "(for systemd), and offers an admin socket. emailrelay ctl is the command-line client of that "
+        "socket. See SUPERVISOR, CTL COMMANDS and ADMIN PROTOCOL below."
+    )
+    lines += _para(
+        "Options marked \"not yet implemented\" below are accepted by the parser but refused at "
+        "start-up with a usage error."
     )
     lines += [".SS Command-line syntax"]
     lines += _bullets([
@@ -285,6 +686,9 @@ def emailrelay_page() -> str:
         "the program."
     )
     lines += options_section(table)
+    lines += supervisor_section()
+    lines += ctl_section()
+    lines += protocol_section()
     lines += [".SH FILES"]
     lines += _items([("spool directory", SPOOL_RULE[0])])
     lines += _items(SPOOL_FILES)
@@ -292,6 +696,15 @@ def emailrelay_page() -> str:
         "/etc/emailrelay.conf",
         "Conventional configuration file, given as the last argument; there is no default.",
     )])
+    lines += _items([
+        ("/run/emailrelay/admin.sock",
+         "The admin socket of emailrelay supervise when it runs as root, unless --admin-socket says "
+         "otherwise. Under systemd the unit's RuntimeDirectory=emailrelay creates /run/emailrelay."),
+        ("$XDG_RUNTIME_DIR/emailrelay/admin.sock",
+         "The admin socket of emailrelay supervise for other users."),
+        ("config/emailrelay.service", "The systemd unit in the source tree; it runs emailrelay supervise "
+                                      "/etc/emailrelay.conf."),
+    ])
     lines += [".SH ENVIRONMENT"]
     lines += _items([
         ("COLUMNS", "Width for wrapping the --help text (default 79)."),
@@ -305,6 +718,11 @@ def emailrelay_page() -> str:
         ("2", "A listening socket could not be bound."),
         ("130", "Interrupted (SIGINT); 128 plus the signal number for other terminating signals."),
     ])
+    lines += _para(
+        "emailrelay supervise exits 0 after a shutdown by signal or by ctl stop, 1 for usage, "
+        "configuration and start-up errors, and 2 when a listening socket could not be bound. For "
+        "emailrelay ctl see CTL COMMANDS."
+    )
     lines += [".SH COMPATIBILITY"]
     lines += _para(
         f"Where emailrelay differs from E-MailRelay {COMPATIBLE_VERSION} on purpose. The help text, version "
@@ -314,7 +732,8 @@ def emailrelay_page() -> str:
     lines += _items(SPEC_DIFFERENCES)
     lines += _para("Decisions on behaviour of 2.6 that looks accidental:")
     lines += _items(QUIRK_DECISIONS)
-    lines += _see_also(table, "\\fBemailrelay\\-submit\\fR(1), \\fBsyslog\\fR(3)")
+    lines += _see_also(table, "\\fBemailrelay\\-submit\\fR(1), \\fBemailrelay\\-resubmit\\fR(1), "
+                       "\\fBsyslog\\fR(3), \\fBsystemd.service\\fR(5), \\fBsd_notify\\fR(3)")
     return "\n".join(lines) + "\n"
 
 
