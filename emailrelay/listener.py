@@ -2,7 +2,9 @@
 
 A `Listener` serves already-bound sockets (the process or, later, the
 supervisor binds them) with asyncio, keeps a task per connection, and on
-`close()` stops listening, cancels every session and waits for them.  A
+`close()` stops listening, lets sessions run on for a grace period if
+asked (a supervised worker's shutdown), then cancels every session and
+waits for them.  A
 cancelled session ends quietly: asyncio's stream callback must not see the
 cancellation.  Subclasses implement `_serve(reader, writer)`; this module
 knows no protocol.
@@ -24,10 +26,12 @@ class Listener:
         """Serve one bound socket (kwargs go to asyncio.start_server: limit, ssl, ...)."""
         self._servers.append(await asyncio.start_server(self._accept, sock=sock, **kwargs))
 
-    async def close(self) -> None:
-        """Stop listening, then end every session and wait for them."""
+    async def close(self, drain: float = 0.0) -> None:
+        """Stop listening, give sessions `drain` seconds to end by themselves, end the rest and wait."""
         for server in self._servers:
             server.close()
+        if drain > 0 and self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=drain)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

@@ -164,12 +164,12 @@ class SmtpServer(Listener):
             if self.monitor is not None:
                 self.monitor.listening(self._addresses[-1])
 
-    async def stop(self) -> None:
-        """Stop listening, then end every session (unfinished messages are dropped)."""
+    async def stop(self, drain: float = 0.0) -> None:
+        """Stop listening, let sessions finish for `drain` seconds, then end the rest (unfinished messages are dropped)."""
         if self.monitor is not None:
             for address in self._addresses:
                 self.monitor.not_listening(address)
-        await self.close()
+        await self.close(drain)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("", 0)

@@ -263,9 +263,9 @@ class PopServer(Listener):
         for sock in sockets:
             await self.listen(sock, limit=READ_SIZE)
 
-    async def stop(self) -> None:
-        """Stop listening, then end every session (unfinished sessions delete nothing)."""
-        await self.close()
+    async def stop(self, drain: float = 0.0) -> None:
+        """Stop listening, let sessions finish for `drain` seconds, end the rest (unfinished sessions delete nothing)."""
+        await self.close(drain)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("", 0)

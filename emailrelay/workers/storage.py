@@ -47,6 +47,10 @@ from emailrelay.workers.forward import Forwarder, ForwardSettings
 from emailrelay.workers.link import Link, WorkerSpec
 
 
+#: Seconds a supervised worker's sessions may run on after SIGTERM.
+WORKER_DRAIN = 8.0
+
+
 @dataclass(frozen=True)
 class StoragePolicy:
     """What the storage server does with a message between storing and committing it."""
@@ -356,11 +360,15 @@ async def _serve(
     log.info(f"stopping: {signal.Signals(signo).name if signo else 'admin terminate command'}")
     if poller is not None:
         poller.cancel()
+    # Plain emailrelay ends sessions at once, as 2.6 does; a supervised
+    # worker lets them finish for a while (the supervisor's shutdown).
+    drain = WORKER_DRAIN if link is not None else 0.0
     try:
-        async with asyncio.timeout(10):
-            await server.stop()
-            if pop_server is not None:
-                await pop_server.stop()  # type: ignore[attr-defined]
+        async with asyncio.timeout(drain + 10):
+            await asyncio.gather(
+                server.stop(drain),
+                *([pop_server.stop(drain)] if pop_server is not None else []),  # type: ignore[attr-defined]
+            )
             if admin is not None:
                 await admin.stop()
             if forwarder is not None:
