@@ -681,6 +681,9 @@ class Supervisor:
         return []
 
     async def _stop_all(self) -> None:
+        """Stop every worker, servers first; none is restarted (they are no longer wanted)."""
+        for m in self.managed.values():
+            m.wanted = False
         servers = [m for m in self.managed.values() if m.job.role != "forward"]
         forwarders = [m for m in self.managed.values() if m.job.role == "forward"]
         await self._stop(servers)
@@ -715,6 +718,8 @@ class Supervisor:
         self.record("supervisor", "info", f"stopping: {why}")
         self._notify(sdnotify.stopping)
         supervising.cancel()
+        for m in self.managed.values():
+            m.wanted = False
         for sockets in self.listeners.values():
             for s in sockets:
                 s.close()

@@ -110,11 +110,11 @@ def test_semantic_error() -> None:
     assert result.returncode == 1 and result.stderr == 'emailrelay: usage error: invalid value for "--port": abc\n'
 
 
-def test_subcommands_are_not_supported_yet() -> None:
-    result = emailrelay("supervise")
-    assert result.returncode == 1 and result.stderr == "emailrelay: usage error: supervise is not supported yet\n"
+def test_subcommands_only_as_the_first_argument() -> None:
+    result = emailrelay("supervise", "--help", "--verbose")
+    assert result.returncode == 0 and "--admin-socket" in result.stdout
     result = emailrelay("ctl", "--help")
-    assert result.returncode == 1 and result.stderr == "emailrelay: usage error: ctl is not supported yet\n"
+    assert result.returncode == 0 and "retry" in result.stdout and "--admin-socket" in result.stdout
     result = emailrelay("--log", "supervise")  # not first: it is the configuration file
     assert result.returncode == 1
     assert result.stderr == "emailrelay: error: error reading configuration file: supervise\n"
