@@ -163,6 +163,7 @@ class ServerConfig:
     pid_file: str | None = None  # --pid-file (the first one), absolute
     no_smtp: bool = False  # --no-smtp: no SMTP listener
     admin_socket: str | None = None  # --admin-socket (supervise and ctl), absolute
+    as_proxy: bool = False  # --as-proxy: supervise names its SMTP worker "proxy"
     dnsbl: Dnsbl | None = None  # --dnsbl
     #: None when there is no forward address.
     forward: ForwardConfig | None = None
@@ -228,6 +229,7 @@ def build(parsed: Parsed) -> ServerConfig:
         dnsbl=Dnsbl(parsed.items("dnsbl")) if parsed.has("dnsbl") else None,
         pid_file=os.path.abspath(expand_app(parsed.items("pid-file")[0])) if parsed.items("pid-file") else None,
         no_smtp=parsed.flag("no-smtp"),
+        as_proxy=parsed.has("as-proxy"),
         admin_socket=os.path.abspath(parsed.value("admin-socket") or "") if parsed.value("admin-socket") else None,
         filter_timeout=number(parsed, "filter-timeout", 60),
         forward=forward,

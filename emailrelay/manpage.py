@@ -459,8 +459,9 @@ def supervisor_section() -> list[str]:
     lines += _para("A configuration gives these workers, started in this order:")
     lines += _items([
         ("storage", "The SMTP server that stores mail in the spool. There is none with --no-smtp."),
-        ("proxy", "Instead of storage when --immediate is given: the SMTP server that forwards each "
-                  "message while the client waits."),
+        ("proxy", "Instead of storage with --as-proxy or --immediate: the SMTP server that also forwards, "
+                  "after each client session (--as-proxy, --forward-on-disconnect) or each message while "
+                  "the client waits (--immediate)."),
         ("forward", "When there is a forward address: forwards the spool, by --poll, after --forward at "
                     "start-up, and whenever another worker or ctl forward asks for a run."),
         ("pop", "With --pop: the POP3 server."),

@@ -2,7 +2,8 @@
 
 One job: process supervision.  From the configuration (the same options
 and file format as plain ``emailrelay``) `plan` derives the workers:
-``storage`` (the SMTP server; ``proxy`` instead with --immediate/--as-proxy),
+``storage`` (the SMTP server; ``proxy`` instead with --as-proxy or
+--immediate: it forwards after each session or each message itself),
 ``forward`` (when there is a forward address: polling, --forward, runs
 asked for by the others), ``pop`` (--pop).  The TCP ``--admin`` interface is
 served by the first of them.  The supervisor binds every listening socket
@@ -77,7 +78,8 @@ def plan(server: config.ServerConfig) -> list[Job]:
     """The workers of one configuration, in start order (stop order is the reverse of roles)."""
     jobs: list[Job] = []
     if not server.no_smtp:
-        role = "proxy" if server.forward is not None and server.forward.immediate else "storage"
+        proxy = server.forward is not None and (server.as_proxy or server.forward.immediate)
+        role = "proxy" if proxy else "storage"
         jobs.append(Job(role, role, ("smtp",)))
     if server.forward is not None:
         jobs.append(Job("forward", "forward"))

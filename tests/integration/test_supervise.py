@@ -455,3 +455,12 @@ def test_supervise_startup_errors_are_one_line(tmp_path, spool):
                      "--port", str(port), "--admin-socket", str(tmp_path / "a.sock"))
     assert result.returncode == 2 and b"socket bind error: address already in use" in result.stderr
     assert b"Traceback" not in result.stderr and not (tmp_path / "a.sock").exists()
+
+
+def test_as_proxy_runs_a_proxy_worker_that_forwards_after_each_session(supervise, downstream):
+    sink = downstream(Sink)
+    s = supervise(f"as-proxy {sink.address}")
+    assert set(s.workers()) == {"proxy", "forward"}
+    send(s.port, "proxied")
+    sink.wait_for_messages(1)
+    s.wait_for(r"\[proxy\] forwarding: client disconnect")
