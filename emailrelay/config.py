@@ -164,6 +164,7 @@ class ServerConfig:
     no_smtp: bool = False  # --no-smtp: no SMTP listener
     admin_socket: str | None = None  # --admin-socket (supervise and ctl), absolute
     as_proxy: bool = False  # --as-proxy: supervise names its SMTP worker "proxy"
+    user: str = "daemon"  # --user: the unprivileged identity (OPTIONS.md 7.3)
     dnsbl: Dnsbl | None = None  # --dnsbl
     #: None when there is no forward address.
     forward: ForwardConfig | None = None
@@ -230,6 +231,7 @@ def build(parsed: Parsed) -> ServerConfig:
         pid_file=os.path.abspath(expand_app(parsed.items("pid-file")[0])) if parsed.items("pid-file") else None,
         no_smtp=parsed.flag("no-smtp"),
         as_proxy=parsed.has("as-proxy"),
+        user=parsed.value("user") or "daemon",
         admin_socket=os.path.abspath(parsed.value("admin-socket") or "") if parsed.value("admin-socket") else None,
         filter_timeout=number(parsed, "filter-timeout", 60),
         forward=forward,

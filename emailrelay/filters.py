@@ -270,6 +270,10 @@ async def run_program(program: str, args: list[str], *, client: bool, timeout: f
     return interpret(code, output, client=client)
 
 
+#: (uid, gid) that filter and verifier programs run as (--user when started as root), or None.
+IDENTITY: tuple[int, int] | None = None
+
+
 async def execute(program: str, args: list[str], *, timeout: float) -> tuple[int | None, bytes]:
     """Run a program the way filters and verifiers run (SPEC.md 3.2).
 
@@ -288,6 +292,7 @@ async def execute(program: str, args: list[str], *, timeout: float) -> tuple[int
             env=FILTER_ENV,
             start_new_session=True,
             close_fds=True,
+            **({"user": IDENTITY[0], "group": IDENTITY[1], "extra_groups": []} if IDENTITY else {}),
         )
     except OSError as e:
         reason = (e.strerror or str(e)).lower()

@@ -162,7 +162,11 @@ SPEC_DIFFERENCES = [
     ("default spool directory", "As described under FILES (2.6: the compiled-in /var/spool/emailrelay)."),
     ("daemon mode", "As in 2.6: without --no-daemon the process detaches after start-up errors have been "
      "reported; --pid-file is written by the daemon and removed at exit. emailrelay supervise is new and "
-     "always stays in the foreground. --user is not implemented yet: the process keeps its identity."),
+     "always stays in the foreground. --user: started as root, the process drops its supplementary groups and takes the user's group as "
+     "its effective group once the sockets are bound, so spool files are root:<group> 0660 as 2.6 makes "
+     "them, and filters and address verifiers run with the user's real and effective ids. The effective "
+     "uid stays root (2.6 sets it to the user between file operations; a Python process with threads "
+     "cannot swap it safely)."),
     ("temporary failures", "By default a 4xx reply from the next server fails the message to .bad, as "
      "in 2.6. --retry-limit and --retry-interval (default 60 seconds, doubling, at most 3600) opt in to "
      "returning such messages to the queue when the failure was temporary, never after a 5xx reply."),

@@ -395,8 +395,11 @@ EMAILRELAY_OPTIONS = OptionTable(
         Option("pid-file", "i", "<path>", group=PROCESS, multi=True,
                help="Write the process id into this file.",
                detail="When given more than once the first one is used."),
-        Option("user", "u", "<username>", group=PROCESS, default="daemon", since_issue=_PROCESS,
-               help="When started as root, run as this user; root means stay root."),
+        Option("user", "u", "<username>", group=PROCESS, default="daemon",
+               help="When started as root, run as this user; root means stay root.",
+               detail="After binding: supplementary groups are dropped and the effective group becomes "
+                      "the user's, so spool files are created root:<group>; filters and address verifiers "
+                      "run with the user's real and effective ids. The user must exist."),
         Option("test", None, "<x>", group=PROCESS, level=HIDDEN,
                help="Internal test switches; accepted and ignored."),
         # Logging options

@@ -479,6 +479,7 @@ def run_client(config: ServerConfig) -> int:
         return 0
     try:
         settings = runtime.forward_settings(config, config.domain or runtime.default_domain())
+        runtime.switch_user(config)
     except runtime.StartupError as e:
         runtime.fatal(program, str(e))
         return e.code

@@ -163,6 +163,35 @@ def server_tls_context(config: ServerConfig):  # noqa: ANN201 - ssl.SSLContext |
         raise StartupError(f"cannot use the tls certificate files: {reason}") from None
 
 
+def switch_user(config: ServerConfig) -> None:
+    """--user (OPTIONS.md 7.3): called once the sockets are bound; raises StartupError.
+
+    The user must exist whoever we run as.  Started as root with a user
+    other than ``root``: supplementary groups are dropped, the effective
+    gid becomes the user's (spool files are created ``root:<group>``, as
+    2.6 makes them) and filters and verifiers run with the user's real and
+    effective ids.  The effective uid stays root: 2.6 swaps it back to root
+    for every file operation, which a process with threads cannot do
+    safely, and the files it creates must stay the same.
+    """
+    import pwd
+
+    from emailrelay import filters
+
+    try:
+        entry = pwd.getpwnam(config.user)
+    except KeyError:
+        raise StartupError(f"no such user: {config.user}") from None
+    if os.geteuid() != 0 or config.user == "root":
+        return
+    try:
+        os.setgroups([])
+        os.setegid(entry.pw_gid)
+    except OSError as e:
+        raise StartupError(f"cannot switch to user {config.user}: {(e.strerror or str(e)).lower()}") from None
+    filters.IDENTITY = (entry.pw_uid, entry.pw_gid)
+
+
 def daemonize(config: ServerConfig):  # noqa: ANN201 - PidFile | bool | None
     """Detach when daemon mode is on, then write the pid file (OPTIONS.md 7.1, 7.2).
 

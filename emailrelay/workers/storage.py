@@ -206,6 +206,7 @@ def run(config: ServerConfig, spec: WorkerSpec | None = None) -> int:
         admin_sockets: list[socket.socket] = []
         if config.admin is not None:
             admin_sockets = _listening(spec, "admin", list(config.admin.interfaces), config.admin.port)
+        runtime.switch_user(config)
     except runtime.StartupError as e:
         runtime.fatal(config.log.program, str(e))
         return e.code

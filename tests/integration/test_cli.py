@@ -90,10 +90,10 @@ def test_too_many_arguments() -> None:
     assert result.stderr == "emailrelay: usage error: too many non-option arguments\n" + TRY
 
 
-def test_not_supported_yet() -> None:
-    result = emailrelay("--user=nobody")
+def test_unknown_user() -> None:
+    result = emailrelay("--user=no-such-user-here", "--no-daemon", "--port", "0", "--interface", "127.0.0.1")
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr == "emailrelay: usage error: --user is not supported yet\n"
+    assert result.stderr == "emailrelay: error: no such user: no-such-user-here\n"
 
 
 def test_nothing_to_do(tmp_path) -> None:

@@ -139,16 +139,8 @@ def test_the_real_9_1_errors_through_build() -> None:
 
 def test_not_supported_yet() -> None:
     assert error("--pop") == "the --pop option requires --pop-auth"
-    assert error("--no-daemon", "--user=x", "--admin=1") == "--user is not supported yet"
     assert error("--as-client=a:25", "--admin-terminate") == "the --admin-terminate option requires --admin"
     assert error("--as-client=a:25", "--admin=1") == "the --admin option cannot be used with --as-client or --dont-serve"
-
-
-def test_every_unimplemented_option_is_refused() -> None:
-    for option in options.EMAILRELAY_OPTIONS:
-        if not option.implemented:
-            arg = f"--{option.name}" if option.boolean else f"--{option.name}=1"
-            assert error("-t", arg) == f"--{option.name} is not supported yet"
 
 
 def test_multiple_instances_are_not_supported_yet() -> None:
