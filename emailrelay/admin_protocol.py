@@ -62,6 +62,11 @@ subscribe          [streams: ["event", "log"]]                 the streams now s
 shutdown           --                                          the supervisor stops (reply first)
 =================  ==========================================  ==========================================
 
+With named instances (OPTIONS.md section 5) each has its own spool: ``list``,
+``show``, ``retry`` and ``delete`` take an optional ``unit`` ("" is the
+unnamed instance); without it ``list`` merges every spool and the others
+act on the spool that holds the message.  Rows and events carry ``unit``.
+
 Workers use the same socket with ``hello`` (``worker``: its name), then
 ``ready``, ``event`` (``event``: an event object) and ``forward-request``
 (``reason``); the supervisor checks the peer's pid against the process it

@@ -61,10 +61,11 @@ def run(prog: str, args: list[str]) -> int:
     if parsed.flag("version"):
         return entry.print_version(prog, parsed)
     try:
-        server_config = config.build(parsed)
+        units = [c for _, c in config.build_units(parsed)]
     except config.ConfigError as e:
         _error(prog, "usage error", str(e))
         return 1
+    server_config = units[0]
     for warning in server_config.warnings:
         _error(prog, "warning", warning)
     sys.stderr.flush()
@@ -74,7 +75,7 @@ def run(prog: str, args: list[str]) -> int:
         return forward.run_client(server_config)
     from emailrelay.workers import storage
 
-    return storage.run(server_config)
+    return storage.run(units)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import TypeVar
 
 from emailrelay.dnsbl import Dnsbl
@@ -73,6 +73,7 @@ class LogConfig:
     facility: str  # syslog facility name, "mail" by default
     close_stderr: bool  # --close-stderr, --as-server or --as-proxy
     program: str  # program name at the start of log lines
+    unit: str = ""  # a named instance whose --log-format has "unit": lines carry "[unit] "
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ class ServerConfig:
     admin_socket: str | None = None  # --admin-socket (supervise and ctl), absolute
     as_proxy: bool = False  # --as-proxy: supervise names its SMTP worker "proxy"
     user: str = "daemon"  # --user: the unprivileged identity (OPTIONS.md 7.3)
+    unit: str = ""  # the instance name (OPTIONS.md section 5); "" = the unnamed one
     dnsbl: Dnsbl | None = None  # --dnsbl
     #: None when there is no forward address.
     forward: ForwardConfig | None = None
@@ -241,14 +243,41 @@ def build(parsed: Parsed) -> ServerConfig:
     return config
 
 
+#: ServerConfig fields that are process-wide: read from the main instance only (OPTIONS.md section 5).
+PROCESS_WIDE = ("log", "daemon", "pid_file", "user", "admin_socket", "warnings", "log_warnings")
+
+
+def build_units(parsed: Parsed) -> list[tuple[str, ServerConfig]]:
+    """Every instance's configuration, in order ("" = the unnamed one), OPTIONS.md section 5.
+
+    Each instance is built from its own options only (no defaults are
+    copied from the first); the process-wide settings (`PROCESS_WIDE`) are
+    the main instance's.  Semantic checks run per instance, in order; the
+    first failure is raised (ConfigError).  A named instance's log lines
+    carry ``[name]`` when its own --log-format has ``unit``.
+    """
+    if parsed.units == [""]:
+        return [("", build(parsed))]
+    main = build(parsed)
+    result = []
+    for unit in parsed.units:
+        if unit == parsed.main_unit:
+            config = main
+        else:
+            config = build(parsed.for_unit(unit))
+            config = replace(config, **{name: getattr(main, name) for name in PROCESS_WIDE})
+        config = replace(config, unit=unit)
+        if unit and "unit" in {i.strip() for i in parsed.items("log-format", unit=unit)}:
+            config = replace(config, log=replace(config.log, unit=unit))
+        result.append((unit, config))
+    return result
+
+
 def check_supported(parsed: Parsed) -> None:
-    """Refuse options whose implementation lands in a later issue, and multiple instances."""
+    """Refuse options whose implementation lands in a later issue."""
     for name in parsed.given():
         if not parsed.table[name].implemented:
             raise ConfigError(f"--{name} is not supported yet")
-    if parsed.units != [""]:
-        unit = next(u for u in parsed.units if u)
-        raise ConfigError(f"multiple instances (--{unit}-spool-dir) are not supported yet")
 
 
 def _log_on(parsed: Parsed) -> bool:

@@ -59,6 +59,10 @@ def _age(seconds: float | None) -> str:
     return f"{seconds // 86400}d"
 
 
+def _unit(args: argparse.Namespace) -> dict[str, str]:
+    return {"unit": args.unit} if getattr(args, "unit", None) is not None else {}
+
+
 def cmd_status(client: AdminClient, args: argparse.Namespace) -> int:
     status = client.call("status")
     if args.json:
@@ -71,17 +75,18 @@ def cmd_status(client: AdminClient, args: argparse.Namespace) -> int:
         cpu = "-" if w.get("cpu_percent") is None else f"{w['cpu_percent']:.0f}"
         print(f"{w['name']:<16} {w['state']:<9} {w['pid'] or '-':>7} {_age(w['uptime']):>7} {w['restarts']:>8} "
               f"{cpu:>5} {_size(w.get('rss')):>7}  {w['last_error'] or ''}")
-    spool = status["spool"]
-    if "error" in spool:
-        print(f"spool {spool['directory']}: {spool['error']}")
-    else:
-        print(f"spool {spool['directory']}: {spool['ready']} ready, {spool['busy']} in flight, "
-              f"{spool['bad']} failed, {spool['new']} arriving")
+    for spool in status.get("spools", [status["spool"]]):
+        name = f"spool [{spool['unit']}]" if spool.get("unit") else "spool"
+        if "error" in spool:
+            print(f"{name} {spool['directory']}: {spool['error']}")
+        else:
+            print(f"{name} {spool['directory']}: {spool['ready']} ready, {spool['busy']} in flight, "
+                  f"{spool['bad']} failed, {spool['new']} arriving")
     return EXIT_OK
 
 
 def _list(client: AdminClient, args: argparse.Namespace, state: str) -> int:
-    result = client.call("list", state=state, offset=args.offset, limit=args.limit)
+    result = client.call("list", state=state, offset=args.offset, limit=args.limit, **_unit(args))
     if args.json:
         _print_json(result)
         return EXIT_OK
@@ -115,20 +120,20 @@ def cmd_forward(client: AdminClient, args: argparse.Namespace) -> int:
 def cmd_retry(client: AdminClient, args: argparse.Namespace) -> int:
     if args.all == bool(args.id):
         raise _Usage("retry needs a message id or --all, not both")
-    result = client.call("retry", all=True) if args.all else client.call("retry", msg=args.id)
+    result = client.call("retry", all=True, **_unit(args)) if args.all else client.call("retry", msg=args.id, **_unit(args))
     for r in result["results"]:
         print(f"{r['msg']}: {r['action']}")
     return EXIT_OK
 
 
 def cmd_delete(client: AdminClient, args: argparse.Namespace) -> int:
-    result = client.call("delete", msg=args.id)
+    result = client.call("delete", msg=args.id, **_unit(args))
     print(f"{result['msg']}: deleted ({result['state']})")
     return EXIT_OK
 
 
 def cmd_show(client: AdminClient, args: argparse.Namespace) -> int:
-    result = client.call("show", msg=args.id, max_bytes=args.max_bytes)
+    result = client.call("show", msg=args.id, max_bytes=args.max_bytes, **_unit(args))
     if args.json:
         _print_json(result)
         return EXIT_OK
@@ -264,6 +269,9 @@ def parser(prog: str) -> argparse.ArgumentParser:
             p.add_argument("--all", action="store_true", help="every failed message")
         if name in ("delete", "show"):
             p.add_argument("id", help="the message id")
+        if name in ("list", "failures", "retry", "delete", "show"):
+            p.add_argument("--unit", help="the named instance whose spool is meant (default: all, or the one "
+                                          "that holds the message)")
         if name == "show":
             p.add_argument("--max-bytes", type=int, default=1 << 20, help="content shown at most (default 1 MiB)")
         if name in ("restart", "start"):

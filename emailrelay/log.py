@@ -43,6 +43,7 @@ class LogSettings:
     time: bool = False
     syslog: bool = False
     facility: str = "mail"
+    unit: str = ""  # a named instance with "unit" in its --log-format: "[unit] " before the text
 
 
 class Log:
@@ -98,6 +99,8 @@ class Log:
             now = time.time()
             stamp = time.strftime("%Y%m%d.%H%M%S", time.localtime(now))
             prefix += f"{stamp}.{int(now * 1000) % 1000:03d}: "
+        if self.settings.unit:
+            text = f"[{self.settings.unit}] {text}"
         line = f"{prefix}{level}: {text}\n"
         if self.settings.file:
             stream = self._log_file()

@@ -676,8 +676,11 @@ def emailrelay_page() -> str:
         "counts (-v -v logs more). Options marked as repeatable accumulate their values.",
         "-- ends the options. The one non-option argument is a configuration file; anything after it is "
         "an error.",
-        "Names of the form --<unit>-<option> belong to a named instance created by --<unit>-spool-dir "
-        "(not yet implemented).",
+        "Names of the form --<unit>-<option> belong to a named instance created by --<unit>-spool-dir. "
+        "Options without a prefix belong to the unnamed instance (or the first one); each instance has only "
+        "its own options, and the process-wide ones (logging, daemon, pid file, user) are read from that "
+        "main instance. Plain emailrelay serves every instance in one process; emailrelay supervise gives "
+        "each its own workers, named <unit>/storage, <unit>/forward and so on.",
     ])
     lines += [".SS Configuration file"]
     lines += _para(

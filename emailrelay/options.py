@@ -623,11 +623,20 @@ class Parsed:
     localedir: str | None = None
     _entries: dict[tuple[str, str], _Entry] = field(default_factory=dict, repr=False)
     _order: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    _selected: str | None = field(default=None, repr=False)
 
     @property
     def main_unit(self) -> str:
-        """The unit that options without a prefix apply to."""
+        """The unit that options without a prefix apply to (the selected one in a `for_unit` view)."""
+        if self._selected is not None:
+            return self._selected
         return "" if "" in self.units else self.units[0]
+
+    def for_unit(self, unit: str) -> Parsed:
+        """A view in which unqualified lookups read `unit`'s options (OPTIONS.md section 5)."""
+        from dataclasses import replace
+
+        return replace(self, _selected=unit)
 
     def _entry(self, name: str, unit: str | None) -> _Entry | None:
         self.table[name]  # KeyError for names the table does not have

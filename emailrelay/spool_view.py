@@ -76,7 +76,7 @@ def page(spool: Spool, states: tuple[State, ...] = LISTED, offset: int = 0, limi
             parsed = parse_name(entry.name)
             if parsed is not None and parsed[1] in wanted:
                 found.append((parsed[0], parsed[1]))  # type: ignore[arg-type]
-    found.sort(key=lambda item: _order(item[0]))
+    found.sort(key=lambda item: arrival_order(item[0]))
     offset = max(0, offset)
     rows = [summary(spool, msg_id, state) for msg_id, state in found[offset : offset + max(0, limit)]]
     return {"total": len(found), "offset": offset, "messages": rows}
@@ -120,7 +120,7 @@ def show(spool: Spool, msg_id: str, max_bytes: int = 1024 * 1024) -> dict[str, A
     return None
 
 
-def _order(msg_id: str) -> tuple[int, int, int, str]:
+def arrival_order(msg_id: str) -> tuple[int, int, int, str]:
     """Arrival order: by time, then pid and sequence; unusual ids last, by name."""
     parts = msg_id.split(".")
     if len(parts) == 4 and all(p.isdigit() for p in parts[1:]):

@@ -72,32 +72,45 @@ class Job:
     name: str
     role: str
     services: tuple[str, ...] = ()
+    unit: str = ""
 
 
-def plan(server: config.ServerConfig) -> list[Job]:
-    """The workers of one configuration, in start order (stop order is the reverse of roles)."""
+Units = list[tuple[str, config.ServerConfig]]
+
+
+def plan(units: Units) -> list[Job]:
+    """The workers of a configuration, in start order: per instance (OPTIONS.md section 5),
+    ``storage`` or ``proxy``, ``forward``, ``pop``; a named instance's are ``<name>/storage`` ..."""
     jobs: list[Job] = []
-    if not server.no_smtp:
-        proxy = server.forward is not None and (server.as_proxy or server.forward.immediate)
-        role = "proxy" if proxy else "storage"
-        jobs.append(Job(role, role, ("smtp",)))
-    if server.forward is not None:
-        jobs.append(Job("forward", "forward"))
-    if server.pop is not None:
-        jobs.append(Job("pop", "pop", ("pop",)))
-    if server.admin is not None and jobs:
-        jobs[0] = dataclasses.replace(jobs[0], services=(*jobs[0].services, "admin"))
+    for unit, server in units:
+        prefix = f"{unit}/" if unit else ""
+        mine: list[Job] = []
+        if not server.no_smtp:
+            proxy = server.forward is not None and (server.as_proxy or server.forward.immediate)
+            role = "proxy" if proxy else "storage"
+            mine.append(Job(prefix + role, role, ("smtp",), unit))
+        if server.forward is not None:
+            mine.append(Job(prefix + "forward", "forward", (), unit))
+        if server.pop is not None:
+            mine.append(Job(prefix + "pop", "pop", ("pop",), unit))
+        if server.admin is not None and mine:
+            mine[0] = dataclasses.replace(mine[0], services=(*mine[0].services, "admin"))
+        jobs += mine
     return jobs
 
 
-def _service_key(server: config.ServerConfig, service: str) -> tuple[str, tuple[str, ...], int]:
+ListenKey = tuple[str, str, tuple[str, ...], int]
+
+
+def _service_key(server: config.ServerConfig, service: str) -> ListenKey:
+    """What a listener is: instance, service, addresses, port (a reload keeps listeners whose key stays)."""
     if service == "smtp":
-        return (service, server.interfaces, server.port)
+        return (server.unit, service, server.interfaces, server.port)
     if service == "pop":
         assert server.pop is not None
-        return (service, server.pop.interfaces, server.pop.port)
+        return (server.unit, service, server.pop.interfaces, server.pop.port)
     assert server.admin is not None
-    return (service, server.admin.interfaces, server.admin.port)
+    return (server.unit, service, server.admin.interfaces, server.admin.port)
 
 
 class Managed:
@@ -159,18 +172,14 @@ class _Peer:
 
 
 class Supervisor:
-    def __init__(self, args: list[str], parsed: options.Parsed, server: config.ServerConfig, log: Log) -> None:
+    def __init__(self, args: list[str], parsed: options.Parsed, units: Units, log: Log) -> None:
         self.args = args
         self.parsed = parsed
-        self.server = server
         self.log = log
-        self.socket_path = server.admin_socket or proto.default_socket_path()
-        self.spool = Spool(server.spool_dir or spool_view_default())
-        self.spool.observer = lambda action, msg_id, detail: self.publish(
-            {"type": "message", "action": action, "msg": msg_id, "worker": "supervisor", "time": time.time()}
-        )
+        self.socket_path = units[0][1].admin_socket or proto.default_socket_path()
+        self._set_units(units)
         self.managed: dict[str, Managed] = {}
-        self.listeners: dict[tuple[str, tuple[str, ...], int], list[socket.socket]] = {}
+        self.listeners: dict[ListenKey, list[socket.socket]] = {}
         self.peers: set[_Peer] = set()
         self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=LOG_HISTORY)
         self.started = time.monotonic()
@@ -232,18 +241,30 @@ class Supervisor:
 
     # -- sockets ----------------------------------------------------------------
 
-    def _bind_listeners(self, server: config.ServerConfig, jobs: list[Job]) -> dict[tuple[str, tuple[str, ...], int], list[socket.socket]]:
+    def _set_units(self, units: Units) -> None:
+        self.units = units
+        self.configs = dict(units)
+        self.spools: dict[str, Spool] = {}
+        for unit, server in units:
+            spool = Spool(server.spool_dir or spool_view_default())
+            spool.observer = lambda action, msg_id, detail, unit=unit: self.publish(
+                {"type": "message", "action": action, "msg": msg_id, "unit": unit, "worker": "supervisor",
+                 "time": time.time()}
+            )
+            self.spools[unit] = spool
+
+    def _bind_listeners(self, jobs: list[Job]) -> dict[ListenKey, list[socket.socket]]:
         """Listening sockets for `jobs`, re-using those already bound for the same address."""
-        wanted: dict[tuple[str, tuple[str, ...], int], list[socket.socket]] = {}
+        wanted: dict[ListenKey, list[socket.socket]] = {}
         for job in jobs:
             for service in job.services:
-                key = _service_key(server, service)
+                key = _service_key(self.configs[job.unit], service)
                 if key in wanted:
                     continue
-                if key in self.listeners and key[2] != 0:
+                if key in self.listeners:
                     wanted[key] = self.listeners[key]
                 else:
-                    wanted[key] = bind(list(key[1]), key[2])
+                    wanted[key] = bind(list(key[2]), key[3])
         return wanted
 
     def _open_admin_socket(self) -> socket.socket:
@@ -277,11 +298,11 @@ class Supervisor:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _spawn(self, m: Managed, server: config.ServerConfig) -> None:
+    async def _spawn(self, m: Managed) -> None:
         fds: dict[str, list[int]] = {}
         for service in m.job.services:
-            fds[service] = [s.fileno() for s in self.listeners[_service_key(server, service)]]
-        spec = WorkerSpec(m.job.name, m.job.role, self.socket_path, fds)
+            fds[service] = [s.fileno() for s in self.listeners[_service_key(self.configs[m.job.unit], service)]]
+        spec = WorkerSpec(m.job.name, m.job.role, self.socket_path, fds, m.job.unit)
         env = {k: v for k, v in os.environ.items() if k not in sdnotify.ENVIRONMENT}
         env[ENVIRONMENT] = spec.to_env()
         m.exited.clear()
@@ -364,7 +385,7 @@ class Supervisor:
                 if not m.wanted:
                     continue
                 if w.state is WorkerState.STOPPED or (w.state in (WorkerState.BACKOFF, WorkerState.EXITED) and w.due(now)):
-                    await self._spawn(m, self.server)
+                    await self._spawn(m)
                 elif w.state in (WorkerState.BACKOFF, WorkerState.EXITED):
                     at = w.next_start_at()
                     if at is not None:
@@ -378,8 +399,15 @@ class Supervisor:
             except TimeoutError:
                 pass
 
-    def _install(self, server: config.ServerConfig, jobs: list[Job]) -> None:
-        listeners = self._bind_listeners(server, jobs)
+    def _install(self, units: Units) -> None:
+        previous = self.units
+        self._set_units(units)
+        jobs = plan(units)
+        try:
+            listeners = self._bind_listeners(jobs)
+        except OSError:
+            self._set_units(previous)
+            raise
         for key, sockets in self.listeners.items():
             if key not in listeners or listeners[key] is not sockets:
                 for s in sockets:
@@ -388,8 +416,8 @@ class Supervisor:
         for key, sockets in listeners.items():
             for s in sockets:
                 host, port = s.getsockname()[:2]
-                self.record("supervisor", "info", f"{key[0]} listening on {format_address(host, port)}")
-        self.server = server
+                unit = f"[{key[0]}] " if key[0] else ""
+                self.record("supervisor", "info", f"{unit}{key[1]} listening on {format_address(host, port)}")
         self.managed = {job.name: Managed(job, self._on_change) for job in jobs}
         self._wakeup.set()
 
@@ -491,11 +519,32 @@ class Supervisor:
         me = {"pid": os.getpid(), "uptime": round(time.monotonic() - self.started, 3),
               "version": _version(), "admin_socket": self.socket_path,
               "config_file": self.parsed.config_file, **_usage(self, os.getpid())}
-        try:
-            spool = {"directory": str(self.spool.directory), **spool_view.counts(self.spool)}
-        except OSError as e:
-            spool = {"directory": str(self.spool.directory), "error": (e.strerror or str(e)).lower()}
-        return {"supervisor": me, "workers": [m.describe() for m in self.managed.values()], "spool": spool}
+        spools = []
+        for unit, spool in self.spools.items():
+            try:
+                spools.append({"unit": unit, "directory": str(spool.directory), **spool_view.counts(spool)})
+            except OSError as e:
+                spools.append({"unit": unit, "directory": str(spool.directory), "error": (e.strerror or str(e)).lower()})
+        return {"supervisor": me, "workers": [m.describe() for m in self.managed.values()],
+                "spool": spools[0], "spools": spools}
+
+    def _spools(self, message: dict[str, Any]) -> list[tuple[str, Spool]]:
+        """The spools a request is about: its ``unit``, else all of them."""
+        if "unit" in message:
+            unit = str(message["unit"])
+            if unit not in self.spools:
+                raise proto.AdminError("not-found", f"no instance {unit!r}")
+            return [(unit, self.spools[unit])]
+        return list(self.spools.items())
+
+    def _spool_of(self, message: dict[str, Any]) -> tuple[str, Spool]:
+        """The spool that holds the request's ``msg`` (the first one if none does)."""
+        candidates = self._spools(message)
+        msg_id = str(message["msg"])
+        for unit, spool in candidates:
+            if "/" not in msg_id and spool.id_in_use(msg_id):
+                return unit, spool
+        return candidates[0]
 
     async def op_list(self, peer: _Peer, message: dict[str, Any]) -> dict[str, Any]:
         state = str(message.get("state", "all"))
@@ -503,14 +552,29 @@ class Supervisor:
             raise proto.AdminError("bad-request", f"unknown state {state!r}: one of {', '.join(proto.STATES)}")
         states = spool_view.LISTED if state == "all" else (spool_view.BY_NAME[state],)
         limit = min(int(message.get("limit", 1000)), 100_000)
-        return await asyncio.to_thread(spool_view.page, self.spool, states, int(message.get("offset", 0)), limit)
+        offset = max(0, int(message.get("offset", 0)))
+        spools = self._spools(message)
+        if len(spools) == 1:
+            unit, spool = spools[0]
+            page = await asyncio.to_thread(spool_view.page, spool, states, offset, limit)
+            for row in page["messages"]:
+                row["unit"] = unit
+            return page
+        total, rows = 0, []
+        for unit, spool in spools:  # each instance's first offset+limit rows, merged in arrival order
+            page = await asyncio.to_thread(spool_view.page, spool, states, 0, offset + limit)
+            total += page["total"]
+            rows += [{**row, "unit": unit} for row in page["messages"]]
+        rows.sort(key=lambda row: spool_view.arrival_order(row["id"]))
+        return {"total": total, "offset": offset, "messages": rows[offset : offset + limit]}
 
     async def op_show(self, peer: _Peer, message: dict[str, Any]) -> dict[str, Any]:
         msg_id = str(message["msg"])
-        result = await asyncio.to_thread(spool_view.show, self.spool, msg_id, int(message.get("max_bytes", 1 << 20)))
+        unit, spool = self._spool_of(message)
+        result = await asyncio.to_thread(spool_view.show, spool, msg_id, int(message.get("max_bytes", 1 << 20)))
         if result is None:
             raise proto.AdminError("not-found", f"no such message: {msg_id}")
-        return result
+        return {**result, "unit": unit}
 
     async def op_forward(self, peer: _Peer, message: dict[str, Any]) -> dict[str, Any]:
         if not any(m.job.role == "forward" for m in self.managed.values()):
@@ -526,7 +590,10 @@ class Supervisor:
         if not everything and not message.get("msg"):
             raise proto.AdminError("bad-request", "retry needs a message id or all")
         ids = None if everything else [str(message["msg"])]
-        results = await asyncio.to_thread(resubmit.resubmit, self.spool, ids, limit=int(message.get("limit", 0)))
+        spools = self._spools(message) if everything else [self._spool_of(message)]
+        results = []
+        for _, spool in spools:
+            results += await asyncio.to_thread(resubmit.resubmit, spool, ids, limit=int(message.get("limit", 0)))
         if ids is not None and results and results[0].outcome is resubmit.Outcome.NOT_FOUND:
             raise proto.AdminError("not-found", f"no failed message {ids[0]}")
         retried = [r.id for r in results if r.outcome is resubmit.Outcome.RESUBMITTED]
@@ -537,8 +604,9 @@ class Supervisor:
 
     async def op_delete(self, peer: _Peer, message: dict[str, Any]) -> dict[str, Any]:
         msg_id = str(message["msg"])
+        _, spool = self._spool_of(message)
         try:
-            state = await asyncio.to_thread(self.spool.delete, msg_id)
+            state = await asyncio.to_thread(spool.delete, msg_id)
         except FileNotFoundError:
             raise proto.AdminError("not-found", f"no such ready or failed message: {msg_id}") from None
         except BlockingIOError:
@@ -666,18 +734,18 @@ class Supervisor:
             for error in errors:
                 self.record("supervisor", "error", f"reload refused: {error}")
             return errors
-        parsed, server = checked
+        parsed, units = checked
         self._notify(sdnotify.reloading)
         self.record("supervisor", "info", "reloading the configuration")
         await self._stop_all()
-        self.parsed = parsed
         try:
-            self._install(server, plan(server))
+            self._install(units)
         except OSError as e:
             error = f"socket bind error: {(e.strerror or str(e)).lower()}"
             self.record("supervisor", "error", f"reload: {error}")
-            self._install(self.server, plan(self.server))
+            self._install(self.units)
             return [error]
+        self.parsed = parsed
         self._announced_ready = False
         self.publish({"type": "config", "action": "reloaded", "time": time.time()})
         return []
@@ -706,7 +774,7 @@ class Supervisor:
         admin = await asyncio.start_unix_server(self._admin_client, sock=admin_sock, limit=proto.MAX_LINE)
         self.record("supervisor", "info", f"admin socket {self.socket_path}")
         try:
-            self._install(self.server, plan(self.server))
+            self._install(self.units)
         except OSError as e:
             admin.close()
             Path(self.socket_path).unlink(missing_ok=True)
@@ -768,8 +836,8 @@ def spool_view_default() -> Path:
     return default_spool_dir()
 
 
-def check(args: list[str]) -> tuple[list[str], tuple[options.Parsed, config.ServerConfig] | None]:
-    """Parse and check ``emailrelay supervise`` arguments: (errors, (parsed, config) when valid)."""
+def check(args: list[str]) -> tuple[list[str], tuple[options.Parsed, Units] | None]:
+    """Parse and check ``emailrelay supervise`` arguments: (errors, (parsed, instances) when valid)."""
     parsed = options.parse(options.EMAILRELAY_OPTIONS, args, "emailrelay")
     if parsed.config_error is not None:
         return [parsed.config_error], None
@@ -778,14 +846,14 @@ def check(args: list[str]) -> tuple[list[str], tuple[options.Parsed, config.Serv
     if parsed.too_many_args:
         return ["too many non-option arguments"], None
     try:
-        server = config.build(parsed)
+        units = config.build_units(parsed)
     except config.ConfigError as e:
         return [str(e)], None
-    if not server.serving:
+    if not all(server.serving for _, server in units):
         return ["--as-client and --dont-serve do not run as a service: use plain emailrelay"], None
-    if not plan(server):
+    if not plan(units):
         return ["nothing to do: no smtp server, forwarding or pop server is configured"], None
-    return [], (parsed, server)
+    return [], (parsed, units)
 
 
 def run(prog: str, args: list[str]) -> int:
@@ -799,7 +867,8 @@ def run(prog: str, args: list[str]) -> int:
     if errors or checked is None:
         sys.stderr.write(f"{prog}: error: {errors[0]}\n")
         return 1
-    parsed, server = checked
+    parsed, units = checked
+    server = units[0][1]
     for warning in server.warnings:
         sys.stderr.write(f"{prog}: warning: {warning}\n")
     c = server.log
@@ -810,11 +879,12 @@ def run(prog: str, args: list[str]) -> int:
     from emailrelay.workers import runtime
 
     try:
-        runtime.open_spool(server, log)
+        for _, unit_config in units:
+            runtime.open_spool(unit_config, log)
     except runtime.StartupError as e:
         sys.stderr.write(f"{prog}: error: {e}\n")
         return e.code
-    supervisor = Supervisor(args, parsed, server, log)
+    supervisor = Supervisor(args, parsed, units, log)
     pid_file = None
     if server.pid_file:
         from emailrelay.daemon import PidFile

@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"emailrelay: error: {parsed.config_error or parsed.errors[0]}\n")
         return 1
     try:
-        server = config.build(parsed)
-    except config.ConfigError as e:
+        server = dict(config.build_units(parsed))[spec.unit]
+    except (config.ConfigError, KeyError) as e:
         sys.stderr.write(f"emailrelay: error: {e}\n")
         return 1
     from emailrelay.workers import storage

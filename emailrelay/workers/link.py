@@ -42,15 +42,17 @@ class WorkerSpec:
     role: str  # one of ROLES
     socket_path: str
     fds: dict[str, list[int]] = field(default_factory=dict)
+    unit: str = ""  # the instance (OPTIONS.md section 5) whose job this is
 
     def to_env(self) -> str:
-        return json.dumps({"name": self.name, "role": self.role, "socket": self.socket_path, "fds": self.fds})
+        return json.dumps({"name": self.name, "role": self.role, "socket": self.socket_path, "fds": self.fds,
+                           "unit": self.unit})
 
     @classmethod
     def from_env(cls, text: str) -> WorkerSpec:
         data = json.loads(text)
         return cls(str(data["name"]), str(data["role"]), str(data["socket"]),
-                   {str(k): [int(fd) for fd in v] for k, v in data.get("fds", {}).items()})
+                   {str(k): [int(fd) for fd in v] for k, v in data.get("fds", {}).items()}, str(data.get("unit", "")))
 
     def sockets(self, service: str) -> list[socket.socket]:
         """The inherited listening sockets of one service."""

@@ -348,6 +348,7 @@ class PopServer(Listener):
                     verb = "kept (--pop-no-delete)" if self.pop.no_delete else "deleted"
                     log.info(f"pop: {deleted} message(s) {verb} for {printable(session.user)}")
             log.info(f"pop connection closed: {reason}")
+            session.on_state_change = None  # break the session <-> callback cycle: free the listing now
             try:
                 writer.close()
             except Exception:  # noqa: BLE001 - the transport may be gone already

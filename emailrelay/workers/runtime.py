@@ -44,6 +44,7 @@ def open_log(config: ServerConfig) -> Log:
             time=c.time,
             syslog=c.syslog,
             facility=c.facility,
+            unit=c.unit,
         )
     )
     for warning in config.log_warnings:

@@ -29,7 +29,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from emailrelay import filters
@@ -181,35 +181,43 @@ class SpoolHandler:
             transaction.message = None
 
 
-def run(config: ServerConfig, spec: WorkerSpec | None = None) -> int:
-    """Run the storage server until a terminating signal; returns the exit code.
+@dataclass
+class _Unit:
+    """One instance (OPTIONS.md section 5) ready to serve: its configuration, log, spool and sockets."""
 
-    With `spec` this is one worker of ``emailrelay supervise`` (workers/child.py):
-    its listening sockets are inherited, it does not detach, and it does
-    only its role's job (`_serve`).
-    """
+    config: ServerConfig
+    settings: ServerSettings
+    spool: Spool
+    sockets: list[socket.socket]
+    log: Log
+    forward_settings: ForwardSettings | None
+    pop_listener: tuple[object, list[socket.socket]] | None = None
+    admin_sockets: list[socket.socket] = field(default_factory=list)
+
+    @property
+    def listening(self) -> bool:
+        return bool(self.sockets or self.pop_listener is not None or self.admin_sockets)
+
+
+def _prepare(config: ServerConfig, spec: WorkerSpec | None) -> _Unit:
+    """Everything that can fail at start-up, for one instance; raises runtime.StartupError."""
     log = runtime.open_log(config)
-    try:
-        spool = runtime.open_spool(config, log)
-        sockets = [] if config.no_smtp else _listening(spec, "smtp", list(config.interfaces), config.port)
-        domain = config.domain or runtime.default_domain()
-        forward_settings = runtime.forward_settings(config, domain)
-        auth = runtime.server_auth(config, domain, log)
-        tls_context = runtime.server_tls_context(config)
-        pop_listener = None
-        if config.pop is not None:
-            from emailrelay.workers import pop
+    spool = runtime.open_spool(config, log)
+    sockets = [] if config.no_smtp else _listening(spec, "smtp", list(config.interfaces), config.port)
+    domain = config.domain or runtime.default_domain()
+    forward_settings = runtime.forward_settings(config, domain)
+    auth = runtime.server_auth(config, domain, log)
+    tls_context = runtime.server_tls_context(config)
+    pop_listener = None
+    if config.pop is not None:
+        from emailrelay.workers import pop
 
-            pop_auth = pop.load_auth(config, domain, log)
-            pop_sockets = _listening(spec, "pop", list(config.pop.interfaces), config.pop.port)
-            pop_listener = (pop.PopServer(config, spool, pop_auth, tls_context, domain, log), pop_sockets)
-        admin_sockets: list[socket.socket] = []
-        if config.admin is not None:
-            admin_sockets = _listening(spec, "admin", list(config.admin.interfaces), config.admin.port)
-        runtime.switch_user(config)
-    except runtime.StartupError as e:
-        runtime.fatal(config.log.program, str(e))
-        return e.code
+        pop_auth = pop.load_auth(config, domain, log)
+        pop_sockets = _listening(spec, "pop", list(config.pop.interfaces), config.pop.port)
+        pop_listener = (pop.PopServer(config, spool, pop_auth, tls_context, domain, log), pop_sockets)
+    admin_sockets: list[socket.socket] = []
+    if config.admin is not None:
+        admin_sockets = _listening(spec, "admin", list(config.admin.interfaces), config.admin.port)
     session = SessionConfig(
         domain=domain,
         version_text=runtime.VERSION_TEXT,
@@ -235,25 +243,41 @@ def run(config: ServerConfig, spec: WorkerSpec | None = None) -> int:
         implicit_tls=config.server_tls is not None and config.server_tls.implicit,
         handshake_timeout=config.connection_timeout,
     )
-    forward = config.forward
+    return _Unit(config, settings, spool, sockets, log, forward_settings, pop_listener, admin_sockets)
+
+
+def run(config: ServerConfig | list[ServerConfig], spec: WorkerSpec | None = None) -> int:
+    """Run the storage server until a terminating signal; returns the exit code.
+
+    `config` may be a list: the instances of a multi-instance command line
+    (OPTIONS.md section 5), all served by this one process, the first one's
+    process-wide settings (log, daemon, pid file, user) applying to all.
+    With `spec` this is one worker of ``emailrelay supervise``
+    (workers/child.py): its listening sockets are inherited, it does not
+    detach, and it does only its role's job (`_start_unit`).
+    """
+    configs = config if isinstance(config, list) else [config]
+    first = configs[0]
+    try:
+        units = [_prepare(c, spec) for c in configs]
+        runtime.switch_user(first)
+    except runtime.StartupError as e:
+        runtime.fatal(first.log.program, str(e))
+        return e.code
     if spec is not None:
         try:
-            return asyncio.run(
-                _serve(config, settings, spool, sockets, log, forward_settings, pop_listener, admin_sockets, spec)
-            )
+            return asyncio.run(_serve(units, spec))
         except KeyboardInterrupt:
             return 130
-    listening = sockets or pop_listener is not None or admin_sockets
-    if not listening and not (forward and (forward.at_startup or forward.poll)):
-        sys.stderr.write(f"{config.log.program}: nothing to do\n")
+    busy = any(u.listening or (u.config.forward and (u.config.forward.at_startup or u.config.forward.poll)) for u in units)
+    if not busy:
+        sys.stderr.write(f"{first.log.program}: nothing to do\n")
         return 0
-    pid_file = runtime.daemonize(config)
+    pid_file = runtime.daemonize(first)
     if pid_file is None:
         return 1
     try:
-        return asyncio.run(
-            _serve(config, settings, spool, sockets, log, forward_settings, pop_listener, admin_sockets)
-        )
+        return asyncio.run(_serve(units))
     except KeyboardInterrupt:
         return 130
     finally:
@@ -261,18 +285,8 @@ def run(config: ServerConfig, spec: WorkerSpec | None = None) -> int:
             pid_file.remove()
 
 
-async def _serve(
-    config: ServerConfig,
-    settings: ServerSettings,
-    spool: Spool,
-    sockets: list[socket.socket],
-    log: Log,
-    forward_settings: ForwardSettings | None,
-    pop_listener: tuple[object, list[socket.socket]] | None = None,
-    admin_sockets: list[socket.socket] | None = None,
-    spec: WorkerSpec | None = None,
-) -> int:
-    """Serve until stopped.  Plain ``emailrelay`` (no `spec`) does every job here.
+async def _serve(units: list[_Unit], spec: WorkerSpec | None = None) -> int:
+    """Serve every instance until stopped.  Plain ``emailrelay`` (no `spec`) does every job here.
 
     As a supervised worker, the role decides: ``storage`` stores but does
     not forward (it asks the supervisor, which tells the ``forward``
@@ -293,7 +307,31 @@ async def _serve(
     link = Link(spec) if spec is not None else None
     if link is not None:
         await link.open(lambda: on_signal(signal.SIGTERM))
+    stops = [await _start_unit(unit, on_signal, link, spec) for unit in units]
+    if units[0].config.log.close_stderr:
+        _close_stderr()
+    if link is not None:
+        link.ready()
+    signo = await stopping
+    for unit in units:
+        unit.log.info(f"stopping: {signal.Signals(signo).name if signo else 'admin terminate command'}")
+    await asyncio.gather(*(stop() for stop in stops))
+    if link is not None:
+        await link.close()
+    return 128 + signo if signo else 0
+
+
+async def _start_unit(
+    unit: _Unit, on_signal: Callable[[int], None], link: Link | None, spec: WorkerSpec | None
+) -> Callable[[], Awaitable[None]]:
+    """Start one instance's servers, forwarder and poller; returns the coroutine function that stops them."""
+    loop = asyncio.get_running_loop()
+    config, settings, spool, sockets, log = unit.config, unit.settings, unit.spool, unit.sockets, unit.log
+    forward_settings, pop_listener, admin_sockets = unit.forward_settings, unit.pop_listener, unit.admin_sockets
+    if link is not None:
         spool.observer = link.spool_event
+    # OPTIONS.md section 5: "server on" lines always name their instance
+    tag = f"[{config.unit}] " if config.unit and not config.log.unit else ""
     bus = monitor = None
     if admin_sockets:
         bus = EventBus()
@@ -330,55 +368,50 @@ async def _serve(
     addresses = [s.getsockname() for s in sockets]
     await server.start(sockets)
     for address in addresses:
-        log.info(f"smtp server on {format_address(address[0], address[1])}")
+        log.info(f"{tag}smtp server on {format_address(address[0], address[1])}")
     pop_server = None
     if pop_listener is not None:
         pop_server, pop_sockets = pop_listener
         pop_addresses = [s.getsockname() for s in pop_sockets]
         await pop_server.start(pop_sockets)  # type: ignore[attr-defined]
         for address in pop_addresses:
-            log.info(f"pop server on {format_address(address[0], address[1])}")
+            log.info(f"{tag}pop server on {format_address(address[0], address[1])}")
     admin = None
     if admin_sockets:
         admin = _admin_server(config, spool, log, server, request, forward_settings, bus, monitor, on_signal)
         admin_addresses = [s.getsockname() for s in admin_sockets]
         await admin.start(admin_sockets)
         for address in admin_addresses:
-            log.info(f"admin server on {format_address(address[0], address[1])}")
+            log.info(f"{tag}admin server on {format_address(address[0], address[1])}")
     if forward is not None:
         log.verbose(f"forwarding to {forward.address}")
-    if config.log.close_stderr:
-        _close_stderr()
     poller = None
     if forwarder is not None:
         if forward.at_startup:
             forwarder.request("startup")
         if forward.poll:
             poller = loop.create_task(_poll(forwarder, forward.poll))
-    if link is not None:
-        link.ready()
-    signo = await stopping
-    log.info(f"stopping: {signal.Signals(signo).name if signo else 'admin terminate command'}")
-    if poller is not None:
-        poller.cancel()
-    # Plain emailrelay ends sessions at once, as 2.6 does; a supervised
-    # worker lets them finish for a while (the supervisor's shutdown).
-    drain = WORKER_DRAIN if link is not None else 0.0
-    try:
-        async with asyncio.timeout(drain + 10):
-            await asyncio.gather(
-                server.stop(drain),
-                *([pop_server.stop(drain)] if pop_server is not None else []),  # type: ignore[attr-defined]
-            )
-            if admin is not None:
-                await admin.stop()
-            if forwarder is not None:
-                await forwarder.stop()
-    except TimeoutError:
-        log.warning("shutdown deadline passed: some sessions did not end")
-    if link is not None:
-        await link.close()
-    return 128 + signo if signo else 0
+
+    async def stop() -> None:
+        if poller is not None:
+            poller.cancel()
+        # Plain emailrelay ends sessions at once, as 2.6 does; a supervised
+        # worker lets them finish for a while (the supervisor's shutdown).
+        drain = WORKER_DRAIN if link is not None else 0.0
+        try:
+            async with asyncio.timeout(drain + 10):
+                await asyncio.gather(
+                    server.stop(drain),
+                    *([pop_server.stop(drain)] if pop_server is not None else []),  # type: ignore[attr-defined]
+                )
+                if admin is not None:
+                    await admin.stop()
+                if forwarder is not None:
+                    await forwarder.stop()
+        except TimeoutError:
+            log.warning("shutdown deadline passed: some sessions did not end")
+
+    return stop
 
 
 def _admin_server(

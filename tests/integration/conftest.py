@@ -9,6 +9,7 @@ wait for a log line instead of sleeping.
 
 from __future__ import annotations
 
+import grp
 import os
 import re
 import shutil
@@ -137,11 +138,46 @@ def readonly_spool(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+@pytest.fixture(autouse=True)
+def _reachable_tmp_path(tmp_path: Path) -> None:
+    """Started as root, emailrelay runs filters as --user daemon (OPTIONS.md 7.3), as E-MailRelay does:
+    let that user reach the test's files, as it reaches /etc and /usr/local on a real system."""
+    for path in (tmp_path.parent, tmp_path.parent.parent):
+        if path.owner() == "root":
+            os.chmod(path, 0o755)
+    os.chmod(tmp_path, 0o777)  # filters and verifiers leave their records here
+
+
+def as_user(args: tuple[str, ...] | list[str]) -> list[str]:
+    """`args`, with ``--user root`` unless they choose a user.
+
+    Started as root, emailrelay runs filter programs as --user (daemon by
+    default).  On these machines the Python that runs our Python filters
+    (emailrelay-filter-copy, test scripts) lives under /root, which that user
+    cannot enter, so the tests of everything else keep the root identity;
+    tests/integration/test_user.py tests the switch itself."""
+    return [*args] if any(a == "--user" or a.startswith(("--user=", "-u")) for a in args) else [*args, "--user", "root"]
+
+
+def daemon_dir(path: Path) -> Path:
+    """Make `path` (if missing) a directory that the --user (daemon) group may write, as a spool
+    directory and its POP mailboxes are on an E-MailRelay install."""
+    path.mkdir(exist_ok=True)
+    if os.geteuid() == 0:
+        os.chown(path, 0, grp.getgrnam("daemon").gr_gid)
+        os.chmod(path, 0o775)
+    return path
+
+
+def reachable(path: Path) -> Path:
+    """Let the --user identity of filters reach and write `path` (a tmp_path_factory directory)."""
+    os.chmod(path, 0o777)
+    return path
+
+
 @pytest.fixture
 def spool(tmp_path: Path) -> Path:
-    path = tmp_path / "spool"
-    path.mkdir()
-    return path
+    return daemon_dir(tmp_path / "spool")
 
 
 @pytest.fixture
@@ -160,7 +196,7 @@ def relay(spool: Path) -> Iterator:
             "127.0.0.1",
             "--spool-dir",
             str(spool_dir or spool),
-            *args,
+            *as_user(args),
         ]
         r = Relay(argv, spool_dir or spool)
         started.append(r)

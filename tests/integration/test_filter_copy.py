@@ -11,7 +11,7 @@ import pytest
 from emailrelay.envelope import Envelope, parse
 from emailrelay.spool import Spool
 
-from .conftest import command, run
+from .conftest import command, daemon_dir, run
 
 PROG = "emailrelay-filter-copy"
 
@@ -38,7 +38,7 @@ def new_message(spool: Path, state: str = ".envelope.new") -> tuple[str, Path, P
 
 def subdirs(spool: Path, *dirs: str) -> None:
     for name in dirs:
-        (spool / name).mkdir()
+        daemon_dir(spool / name)
 
 
 def test_filter_mode_copies_and_removes_the_original(spool):

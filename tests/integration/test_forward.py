@@ -14,7 +14,7 @@ import pytest
 from emailrelay.envelope import Envelope, parse
 from emailrelay.spool import Spool
 
-from .conftest import Relay, command
+from .conftest import Relay, as_user, command
 from .downstream import Received, Sink, Socks4Proxy, downstream_fixture
 
 downstream = downstream_fixture()
@@ -33,7 +33,7 @@ def store(spool: Path, data: bytes = b"Subject: test\r\n\r\nhello\r\n", **fields
 
 def as_client(spool: Path, address: str, *extra: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [command("emailrelay"), "--as-client", address, "--spool-dir", str(spool), *extra],
+        [command("emailrelay"), "--as-client", address, "--spool-dir", str(spool), *as_user(extra)],
         capture_output=True, timeout=timeout,
     )
 

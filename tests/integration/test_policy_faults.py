@@ -54,7 +54,7 @@ import pytest
 from emailrelay.envelope import Envelope, parse
 from emailrelay.spool import Spool
 
-from .conftest import Relay, command, spool_files
+from .conftest import Relay, as_user, command, daemon_dir, reachable, spool_files
 from .downstream import Certificates, Sink, downstream_fixture
 from .smtpraw import RawSmtp
 from .test_forward import as_client, bad_envelope, states
@@ -98,7 +98,7 @@ def script(directory: Path, name: str, body: str) -> str:
 def start_relay(spool: Path, *args: str) -> Relay:
     """The conftest ``relay`` fixture's server, for module-scoped fixtures."""
     argv = [command("emailrelay"), "--log", "--no-daemon", "--port", "0", "--interface", "127.0.0.1",
-            "--spool-dir", str(spool), *args]
+            "--spool-dir", str(spool), *as_user(args)]
     return Relay(argv, spool).started()
 
 
@@ -186,9 +186,8 @@ class FilterServer:
 
 @pytest.fixture(scope="module")
 def filter_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FilterServer]:
-    base = tmp_path_factory.mktemp("exit-codes")
-    spool = base / "spool"
-    spool.mkdir()
+    base = reachable(tmp_path_factory.mktemp("exit-codes"))
+    spool = daemon_dir(base / "spool")
     sink = Sink().start()
     relay = start_relay(spool, "--filter", script(base, "exit-filter", EXIT_FILTER), "--filter-timeout", "10",
                         "--forward-to", sink.address)
@@ -252,9 +251,8 @@ class ClientRun:
 @pytest.fixture(scope="module")
 def client_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClientRun]:
     """One forwarding run over one message per exit code that does not stop the run."""
-    base = tmp_path_factory.mktemp("client-exit-codes")
-    spool = base / "spool"
-    spool.mkdir()
+    base = reachable(tmp_path_factory.mktemp("client-exit-codes"))
+    spool = daemon_dir(base / "spool")
     store = Store(spool)
     ids, tags, envelopes = {}, {}, {}
     for code in CODES:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import daemon_dir
 from .test_pop import pop, secrets  # noqa: F401 - fixtures
 
 
@@ -29,7 +30,7 @@ def user_and_password(secrets_text: str) -> tuple[str, str]:
 def test_curl_lists_and_retrieves_over_pop3(pop, secrets, spool):  # noqa: F811
     user, password = user_and_password(Path(secrets).read_text())
     r, port = pop("--filter", "copy:pop", "--pop-by-name")
-    (spool / user).mkdir()
+    daemon_dir(spool / user)
     deliver(r.port, "via-curl")
     listing = subprocess.run(
         ["curl", "-s", "--max-time", "20", "-u", f"{user}:{password}", f"pop3://127.0.0.1:{port}/"],
@@ -53,7 +54,7 @@ def test_fetchmail_collects_and_deletes(pop, secrets, spool, tmp_path, feeder): 
     user, password = user_and_password(Path(secrets).read_text())
     spec = feeder if feeder == "copy:pop" else command("emailrelay-filter-copy")
     r, port = pop("--filter", spec, "--pop-by-name")
-    (spool / user).mkdir()
+    daemon_dir(spool / user)
     for n in range(3):
         deliver(r.port, f"fetch-{n}")
     out = tmp_path / "mbox"

@@ -455,3 +455,28 @@ def test_interface_names_are_resolved_at_start_up(spool):
             assert s.noop()[0] == 250
     finally:
         r.stop()
+
+
+def test_named_instances_are_served_by_one_process(tmp_path):
+    """OPTIONS.md section 5: --<unit>-<option>, one process, each instance its own spool and port."""
+    import smtplib as _smtplib
+
+    from .conftest import Relay, as_user, command, daemon_dir
+
+    spools = {name: daemon_dir(tmp_path / name) for name in ("in", "out")}
+    r = Relay([command("emailrelay"), "--log", "--no-daemon", *as_user([]),
+               "--in-spool-dir", str(spools["in"]), "--in-port", "0", "--in-interface", "127.0.0.1",
+               "--out-spool-dir", str(spools["out"]), "--out-port", "0", "--out-interface", "127.0.0.1",
+               "--out-log-format", "unit"], spools["in"])
+    try:
+        ports = {name: int(r.wait_for(rf"\[{name}\] smtp server on 127\.0\.0\.1:(\d+)").group(1)) for name in ("in", "out")}
+        for name, port in ports.items():
+            with _smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+                smtp.sendmail("a@example.com", [f"{name}@example.net"], f"Subject: {name}\r\n\r\nx\r\n")
+        for name, spool in spools.items():
+            (envelope,) = spool.glob("*.envelope")
+            assert f"X-MailRelay-To-Remote: {name}@example.net" in envelope.read_text()
+        r.wait_for(r"^emailrelay: info: \[out\] smtp connection from")  # the unit's own --log-format
+        assert r.count(r"^emailrelay: info: \[in\] smtp connection from") == 0
+    finally:
+        assert r.stop() == 143

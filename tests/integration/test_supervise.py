@@ -464,3 +464,24 @@ def test_as_proxy_runs_a_proxy_worker_that_forwards_after_each_session(supervise
     send(s.port, "proxied")
     sink.wait_for_messages(1)
     s.wait_for(r"\[proxy\] forwarding: client disconnect")
+
+
+def test_named_instances_get_workers_of_their_own(supervise, downstream, tmp_path):
+    sink = downstream(Sink)
+    out_spool = tmp_path / "out-spool"
+    out_spool.mkdir()
+    s = supervise(f"out-spool-dir {out_spool}", "out-port 0", "out-interface 127.0.0.1",
+                  f"out-forward-to {sink.address}", "out-forward-on-disconnect")
+    assert set(s.workers()) == {"storage", "out/storage", "out/forward"}
+    out_port = int(s.wait_for(r"\[out/storage\] \[out\] smtp server on 127\.0\.0\.1:(\d+)").group(1))
+    send(out_port, "via-out")
+    sink.wait_for_messages(1)
+    send(s.port, "kept-in")
+    listing = json.loads(s.ctl("list", "--json").stdout)
+    assert [(m["unit"], m["state"]) for m in listing["messages"]] == [("", "ready")]
+    status = s.status()
+    assert [sp["unit"] for sp in status["spools"]] == ["", "out"]
+    assert "spool [out]" in s.ctl("status").stdout.decode()
+    assert json.loads(s.ctl("list", "--unit", "out", "--json").stdout)["total"] == 0
+    result = s.ctl("list", "--unit", "nosuch")
+    assert result.returncode == 1 and b"no instance" in result.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import os
 
 import pytest
@@ -143,10 +145,26 @@ def test_not_supported_yet() -> None:
     assert error("--as-client=a:25", "--admin=1") == "the --admin option cannot be used with --as-client or --dont-serve"
 
 
-def test_multiple_instances_are_not_supported_yet() -> None:
-    assert error("-t", "--in-spool-dir=/a") == "multiple instances (--in-spool-dir) are not supported yet"
-    assert error("-t", "--spool-dir=/a", "--out-spool-dir=/b") == (
-        "multiple instances (--out-spool-dir) are not supported yet")
+def test_multiple_instances_each_get_their_own_options_and_the_main_ones_process_settings() -> None:
+    parsed = parse("--log", "-v", "--no-daemon", "--pid-file=/run/x.pid", "--spool-dir=/a", "--port=10025",
+                   "--out-spool-dir=/b", "--out-forward-to=127.0.0.1:26", "--out-log-format=unit",
+                   "--out-no-daemon=no")
+    units = config.build_units(parsed)
+    assert [u for u, _ in units] == ["", "out"]
+    main, out = (c for _, c in units)
+    assert (main.spool_dir, main.port, main.forward, main.unit) == ("/a", 10025, None, "")
+    assert (out.spool_dir, out.port, out.forward.address, out.unit) == ("/b", 25, "127.0.0.1:26", "out")
+    assert out.log == replace(main.log, unit="out") and out.daemon is False and out.pid_file == "/run/x.pid"
+    assert main.log.unit == ""  # only an instance with "unit" in its own --log-format tags its lines
+
+
+def test_instance_checks_run_per_instance_in_order() -> None:
+    parsed = parse("-t", "--in-spool-dir=/a", "--in-pop", "--out-spool-dir=/b", "--out-admin-terminate")
+    with pytest.raises(config.ConfigError, match="--pop option requires --pop-auth"):
+        config.build_units(parsed)
+    parsed = parse("-t", "--in-spool-dir=/a", "--out-spool-dir=/b", "--out-admin-terminate")
+    with pytest.raises(config.ConfigError, match="--admin-terminate option requires --admin"):
+        config.build_units(parsed)
 
 
 @pytest.mark.parametrize("item, message", [
