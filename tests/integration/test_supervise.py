@@ -419,7 +419,7 @@ def test_notify_socket_gets_ready_status_reloading_and_stopping(supervise, tmp_p
     listener.bind(path)
     listener.settimeout(30)
     try:
-        s = supervise(env={"NOTIFY_SOCKET": path})
+        s = supervise(env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})
 
         def until(*fields: str) -> list[str]:
             got: list[str] = []
@@ -428,6 +428,7 @@ def test_notify_socket_gets_ready_status_reloading_and_stopping(supervise, tmp_p
             return got
 
         until("READY=1", "STATUS=1 of 1 workers running")
+        until("WATCHDOG=1")  # every 0.2 s: half of WatchdogSec
         environ = Path(f"/proc/{s.workers()['storage']['pid']}/environ").read_bytes()
         assert b"NOTIFY_SOCKET" not in environ  # only the supervisor talks to systemd
         s.proc.send_signal(signal.SIGHUP)
