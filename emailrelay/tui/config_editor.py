@@ -1,0 +1,157 @@
+"""The configuration tab (replaces emailrelay-gui): edit the supervisor's configuration file.
+
+The text comes from ``config-get``; the option list beside it is the one
+option table (emailrelay/options.py: groups and help text), and choosing an
+option inserts its line.  Check (ctrl+t) sends the text to
+``config-validate`` and shows the option table's own errors; Apply
+(ctrl+s) shows the difference from the file and, when confirmed, sends
+``config-replace``: the supervisor checks, writes the file atomically and
+reloads.  The TUI never writes the file itself.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from rich.markup import escape
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, OptionList, Static, TextArea
+from textual.widgets.option_list import Option
+
+from emailrelay import options
+
+
+def option_entries() -> list[tuple[str, str]]:
+    """(config-file line, help) for every option a configuration file may hold, in table order."""
+    entries = []
+    for option in options.EMAILRELAY_OPTIONS:
+        if option.level == options.HIDDEN or option.name in ("help", "version"):
+            continue
+        line = option.name if option.boolean else f"{option.name} {option.arg or ''}".strip()
+        entries.append((line, f"{option.group}: {option.help}"))
+    return entries
+
+
+class ConfigView(Vertical):
+    BINDINGS = [
+        Binding("ctrl+t", "check", "Check"),
+        Binding("ctrl+s", "apply", "Apply"),
+        Binding("ctrl+g", "revert", "Revert"),
+    ]
+    PALETTE = [
+        ("Config: check", "validate the edited configuration (ctrl+t)", "view('config', 'check')"),
+        ("Config: apply", "write the edited configuration and reload (ctrl+s)", "view('config', 'apply')"),
+        ("Config: revert", "read the configuration file again (ctrl+g)", "view('config', 'revert')"),
+    ]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.original: str | None = None
+        self.path: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="config-path")
+        with Horizontal():
+            yield TextArea("", id="config-text", show_line_numbers=True)
+            yield OptionList(*(Option(line, id=str(i)) for i, (line, _) in enumerate(option_entries())),
+                             id="config-options")
+        yield Static("", id="config-help")
+        yield Static("", id="config-result")
+
+    def on_connected(self) -> None:
+        self.run_worker(self.action_revert(), exclusive=True, group="config")
+
+    async def action_revert(self) -> None:
+        result = await self.app.call("config-get")  # type: ignore[attr-defined]
+        if result is None:
+            return
+        self.path = result["path"]
+        self.original = result["text"]
+        area = self.query_one("#config-text", TextArea)
+        if self.original is None:
+            area.load_text("")
+            area.read_only = True
+            self.query_one("#config-path", Static).update(
+                "no configuration file: the supervisor runs with options only: " + escape(" ".join(result["arguments"])))
+        else:
+            area.read_only = False
+            area.load_text(self.original)
+            self.query_one("#config-path", Static).update(f"[b]{escape(self.path or '')}[/b]")
+        self._result("")
+
+    def _result(self, text: str, error: bool = False) -> None:
+        widget = self.query_one("#config-result", Static)
+        widget.update(text)
+        widget.set_class(error, "error")
+
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        line, help_text = option_entries()[int(event.option_id or 0)]
+        self.query_one("#config-help", Static).update(escape(help_text))
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        line, _ = option_entries()[int(event.option_id or 0)]
+        area = self.query_one("#config-text", TextArea)
+        if not area.read_only:
+            area.insert(line + "\n", (area.document.line_count, 0) if area.text.endswith("\n") else area.cursor_location)
+            area.focus()
+
+    async def check(self) -> bool:
+        text = self.query_one("#config-text", TextArea).text
+        result = await self.app.call("config-validate", text=text)  # type: ignore[attr-defined]
+        if result is None:
+            return False
+        if result["valid"]:
+            self._result("[green]valid[/]")
+        else:
+            self._result("\n".join(f"error: {escape(e)}" for e in result["errors"]), error=True)
+        return bool(result["valid"])
+
+    async def action_check(self) -> None:
+        await self.check()
+
+    async def action_apply(self) -> None:
+        if self.original is None or not await self.check():
+            return
+        text = self.query_one("#config-text", TextArea).text
+        diff = "".join(difflib.unified_diff(self.original.splitlines(True), text.splitlines(True),
+                                            self.path or "old", "new"))
+        if not diff:
+            self._result("no change")
+            return
+
+        async def confirmed(yes: bool | None) -> None:
+            if not yes:
+                return
+            if await self.app.call("config-replace", text=text) is not None:  # type: ignore[attr-defined]
+                self.original = text
+                self._result("[green]written and reloaded[/]")
+                await self.app.refresh_status()  # type: ignore[attr-defined]
+
+        self.app.push_screen(DiffScreen(diff), confirmed)
+
+
+class DiffScreen(ModalScreen[bool]):
+    BINDINGS = [Binding("y", "answer(True)", "Apply"), Binding("n,escape", "answer(False)", "Cancel")]
+
+    def __init__(self, diff: str) -> None:
+        super().__init__()
+        self.diff = diff
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="diff"):
+            yield Static("[b]Apply this change and reload?[/b]")
+            with VerticalScroll():
+                yield Static(self.diff, markup=False, id="diff-text")
+            with Horizontal():
+                yield Button("Apply (y)", variant="error", id="yes")
+                yield Button("Cancel (n)", variant="primary", id="no")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
