@@ -71,9 +71,11 @@ class EmailRelayApp(App[None]):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, socket_path: str | None = None) -> None:
+    def __init__(self, socket_path: str | None = None, *, connect: bool = True) -> None:
+        """`connect` False shows the views without a supervisor (the snapshot tests feed them)."""
         super().__init__()
         self.socket_path = socket_path or proto.default_socket_path()
+        self.connect = connect
         self.connection: AdminConnection | None = None
         self.connected = False
         self.status: dict[str, Any] = {}
@@ -103,7 +105,8 @@ class EmailRelayApp(App[None]):
 
     def on_mount(self) -> None:
         self.set_interval(BATCH_PERIOD, self._deliver)
-        self._admin_loop()
+        if self.connect:
+            self._admin_loop()
 
     def views(self) -> list[Any]:
         return [pane.children[0] for pane in self.query(TabPane) if pane.children]
@@ -115,7 +118,7 @@ class EmailRelayApp(App[None]):
         """Connect, subscribe, poll status; on any loss wait and start again. Never returns."""
         while True:
             lost = asyncio.Event()
-            connection = AdminConnection(self.socket_path, self._pending.append, lambda why: lost.set())
+            connection = AdminConnection(self.socket_path, self._queue, lambda why: lost.set())
             try:
                 await connection.open()
                 self.connection = connection
@@ -158,6 +161,9 @@ class EmailRelayApp(App[None]):
         banner = self.query_one("#connection", Static)
         banner.update(text)
         banner.set_class(not connected, "down")
+
+    def _queue(self, message: dict[str, Any]) -> None:
+        self._pending.append(message)
 
     def _deliver(self) -> None:
         """Hand the queued stream messages to the views, in one batch."""

@@ -13,10 +13,10 @@ from rich.markup import escape
 from textual.binding import Binding
 
 from emailrelay.tui.format import age
-from emailrelay.tui.spool import SpoolView
+from emailrelay.tui.spool import MessageList
 
 
-class FailuresView(SpoolView):
+class FailuresView(MessageList):
     STATE = "bad"
     BINDINGS = [
         Binding("space", "toggle", "Select"),
@@ -45,9 +45,6 @@ class FailuresView(SpoolView):
         super().on_events(events)
         if any(e.get("type") == "message" and e.get("action") in ("failed", "retried", "deleted") for e in events):
             self.run_worker(self.load(), exclusive=True, group="load")
-
-    async def action_state(self, state: str) -> None:  # this tab lists failures only
-        return
 
     def action_toggle(self) -> None:
         msg_id = self.selected()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.markup import escape
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -36,6 +37,8 @@ class MessageScreen(Screen[None]):
         yield Footer()
 
     async def on_mount(self) -> None:
+        if self.app.connection is None:  # type: ignore[attr-defined]
+            return
         result = await self.app.call("show", msg=self.msg_id, max_bytes=SHOWN)  # type: ignore[attr-defined]
         if result is None:
             self.query_one("#message-head", Static).update(f"[b]{escape(self.msg_id)}[/b]: not found")
@@ -61,7 +64,7 @@ class MessageScreen(Screen[None]):
             text = "[this message has binary content: control bytes are shown as \\xNN]\n\n" + text
         if m.get("truncated"):
             text += f"\n[... the first {SHOWN} bytes of {m.get('size')} are shown]"
-        self.query_one("#message-content", Static).update(text)
+        self.query_one("#message-content", Static).update(Text(text))
 
     async def action_delete(self) -> None:
         from emailrelay.tui.help import Confirm

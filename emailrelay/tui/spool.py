@@ -29,24 +29,17 @@ COUNT_ACTIONS = {"stored": {"ready": 1}, "forwarded": {"ready": -1}, "failed": {
                  "retried": {"bad": -1, "ready": 1}}
 
 
-class SpoolView(Vertical):
+class MessageList(Vertical):
+    """What the spool and failures tabs share: counts, the paged table, filter, sort, view, delete."""
+
     BINDINGS = [
         Binding("enter", "open", "View message", show=False),
         Binding("d", "delete", "Delete"),
         Binding("pagedown,n", "next_page", "Next page"),
         Binding("pageup,p", "previous_page", "Previous page"),
-        Binding("a", "state('all')", "All"),
-        Binding("y", "state('ready')", "Ready"),
-        Binding("b", "state('bad')", "Failed"),
-        Binding("i", "state('busy')", "In flight"),
         Binding("o", "reverse", "Reverse order"),
         Binding("slash", "filter", "Filter"),
         Binding("g", "reload_page", "Refresh"),
-    ]
-    PALETTE = [
-        ("Spool: refresh", "list the spool again (g)", "view('spool', 'reload_page')"),
-        ("Spool: delete message", "delete the message under the cursor (d)", "view('spool', 'delete')"),
-        ("Spool: view message", "open the message under the cursor (enter)", "view('spool', 'open')"),
     ]
     #: The list state this view asks for.
     STATE = "all"
@@ -78,7 +71,7 @@ class SpoolView(Vertical):
         self.run_worker(self.load(), exclusive=True, group="load")
 
     def on_show(self) -> None:
-        if self.app.connected:  # type: ignore[attr-defined]
+        if self.app.connection is not None:  # type: ignore[attr-defined]
             self.run_worker(self.load(), exclusive=True, group="load")
 
     def on_status(self, status: dict[str, Any]) -> None:
@@ -101,6 +94,8 @@ class SpoolView(Vertical):
                 f"{c['new']} arriving")
 
     async def load(self) -> None:
+        if self.app.connection is None:  # type: ignore[attr-defined]
+            return  # not connected: the banner says so; the next connection reloads
         started = time.monotonic()
         result = await self.app.call("list", state=self.list_state, offset=self._server_offset(), limit=PAGE)  # type: ignore[attr-defined]
         if result is None:
@@ -153,10 +148,6 @@ class SpoolView(Vertical):
     async def action_reload_page(self) -> None:
         await self.load()
 
-    async def action_state(self, state: str) -> None:
-        self.list_state, self.start = state, 0
-        await self.load()
-
     async def action_reverse(self) -> None:
         self.reverse, self.start = not self.reverse, 0
         await self.load()
@@ -193,6 +184,25 @@ class SpoolView(Vertical):
                 await self.load()
 
         self.app.push_screen(Confirm(f"Delete message {msg_id}? Its envelope and content are removed."), confirmed)
+
+
+class SpoolView(MessageList):
+    BINDINGS = [
+        Binding("a", "state('all')", "All"),
+        Binding("y", "state('ready')", "Ready"),
+        Binding("b", "state('bad')", "Failed"),
+        Binding("i", "state('busy')", "In flight"),
+    ]
+    PALETTE = [
+        ("Spool: refresh", "list the spool again (g)", "view('spool', 'reload_page')"),
+        ("Spool: delete message", "delete the message under the cursor (d)", "view('spool', 'delete')"),
+        ("Spool: view message", "open the message under the cursor (enter)", "view('spool', 'open')"),
+        ("Spool: show failed only", "list .bad messages (b)", "view('spool', \"state('bad')\")"),
+    ]
+
+    async def action_state(self, state: str) -> None:
+        self.list_state, self.start = state, 0
+        await self.load()
 
 
 def _haystack(row: dict[str, Any]) -> str:

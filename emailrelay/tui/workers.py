@@ -43,8 +43,24 @@ class WorkersView(Vertical):
             cpu = "-" if w.get("cpu_percent") is None else f"{w['cpu_percent']:.0f}"
             values = (w["name"], Text(w["state"], style=STATE_STYLES.get(w["state"], "")), str(w["pid"] or "-"),
                       duration(w["uptime"]), str(w["restarts"]), cpu, size(w.get("rss")), w.get("last_error") or "")
-            for column, value in zip(table.columns, values):
-                table.update_cell(w["name"], column, value)
+            for column, value in zip(table.ordered_columns, values):
+                table.update_cell(w["name"], column.key, value)
+
+    def on_events(self, events: list[dict[str, Any]]) -> None:
+        """Worker state changes show at once, between status polls (a BACKOFF may last half a second)."""
+        table = self.query_one(DataTable)
+        keys = {str(k.value) for k in table.rows}
+        for event in events:
+            if event.get("type") == "worker" and event.get("name") in keys:
+                state = str(event.get("new"))
+                table.update_cell(event["name"], table.ordered_columns[1].key, Text(state, style=STATE_STYLES.get(state, "")))
+                if state in ("BACKOFF", "FATAL", "EXITED") and event.get("reason"):
+                    table.update_cell(event["name"], table.ordered_columns[-1].key, str(event["reason"]))
+
+    def state_of(self, name: str) -> str:
+        """The state shown for a worker (for tests and the help text)."""
+        table = self.query_one(DataTable)
+        return str(table.get_cell(name, table.ordered_columns[1].key))
 
     def _selected(self) -> str | None:
         table = self.query_one(DataTable)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import pytest
 
 from emailrelay.tui.app import EmailRelayApp
+from emailrelay.tui.config_editor import DiffScreen
 from tests.integration.downstream import Sink
 from tests.integration.test_supervise import send
 
@@ -46,3 +49,92 @@ async def test_mail_shows_in_the_spool_view_and_fails_and_is_retried(supervise, 
         await pilot.press("y")  # retry the one under the cursor
         await asyncio.to_thread(sink.wait_for_messages, 1)
         await until(pilot, lambda: failures.rows == [], what="no failures")
+
+
+async def test_delete_from_the_spool_view_removes_both_files(supervise, spool):
+    s = supervise()
+    app = EmailRelayApp(str(s.socket))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.connected and app.status, what="connected")
+        await asyncio.to_thread(send, s.port, "to-delete")
+        (content,) = spool.glob("*.content")
+        await pilot.press("3")
+        view = app.query_one("#spool-view")
+        await pilot.press("g")
+        await until(pilot, lambda: view.rows, what="a row")
+        await pilot.press("d")
+        await pilot.press("y")  # the confirmation
+        await until(pilot, lambda: not list(spool.glob("*.envelope")), what="the envelope gone")
+        assert not content.exists()
+        await until(pilot, lambda: view.rows == [], what="an empty table")
+
+
+async def test_a_killed_worker_shows_backoff_then_running(supervise):
+    s = supervise()
+    app = EmailRelayApp(str(s.socket))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.connected and app.status, what="connected")
+        await pilot.press("2")
+        view = app.query_one("#workers-view")
+        await until(pilot, lambda: "RUNNING" in view.state_of("storage"), what="RUNNING")
+        seen: list[str] = []
+
+        def record() -> bool:
+            state = view.state_of("storage")
+            if not seen or seen[-1] != state:
+                seen.append(state)
+            return "BACKOFF" in seen and seen[-1] == "RUNNING"
+
+        # a worker that dies within a second of becoming ready has failed to start: BACKOFF
+        for _ in range(2):
+            pid = s.workers()["storage"]["pid"]
+            os.kill(pid, signal.SIGKILL)
+            await until(pilot, lambda: s.workers()["storage"]["pid"] not in (None, pid) or record(), what="respawn")
+        await until(pilot, record, timeout=20, what=f"BACKOFF then RUNNING, saw {seen}")
+
+
+async def test_the_log_view_shows_a_new_line_within_a_second(supervise):
+    s = supervise()
+    app = EmailRelayApp(str(s.socket))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.connected and app.status, what="connected")
+        await pilot.press("5")
+        view = app.query_one("#logs-view")
+        log = app.query_one("#log")
+        await asyncio.to_thread(send, s.port, "logged")
+        started = time.monotonic()
+        await until(pilot, lambda: any("stored message" in str(line.text) for line in log.lines), timeout=5,
+                    what=f"the stored line; records {[r['text'] for r in view.records][-5:]}, "
+                         f"{len(log.lines)} lines; supervisor: {s.lines[-6:]}")
+        assert time.monotonic() - started < 1.0
+        await pilot.press("space")  # pause: new lines are kept, not shown
+        shown = len(log.lines)
+        await asyncio.to_thread(send, s.port, "while-paused")
+        await until(pilot, lambda: sum("stored message" in r["text"] for r in view.records) == 2, what="kept")
+        assert len(log.lines) == shown
+
+
+async def test_the_config_editor_refuses_a_bad_port_and_applies_a_good_change(supervise, tmp_path):
+    s = supervise()
+    conf = s.config
+    app = EmailRelayApp(str(s.socket))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.connected and app.status, what="connected")
+        await pilot.press("6")
+        view = app.query_one("#config-view")
+        area = app.query_one("#config-text")
+        await until(pilot, lambda: area.text == conf.read_text(), what="the file in the editor")
+        original = conf.read_text()
+        area.load_text(original.replace("port 0", "port 99999999"))
+        await pilot.press("ctrl+s")
+        result = app.query_one("#config-result")
+        await until(pilot, lambda: "invalid value" in str(result.render()), what="the option's own error")
+        assert conf.read_text() == original
+        area.load_text(original + "size 123456\n")
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: isinstance(app.screen, DiffScreen), what="the diff")
+        assert "+size 123456" in str(app.screen.query_one("#diff-text").render())
+        await pilot.press("y")
+        await until(pilot, lambda: conf.read_text().endswith("size 123456\n"), what="the file written")
+        s.wait_for(r"reloading the configuration")
+        await until(pilot, lambda: "written and reloaded" in str(result.render()), what="reloaded")
