@@ -5,7 +5,9 @@ One job: write ``man/emailrelay.1``, ``man/emailrelay-submit.1``,
 :mod:`emailrelay.options`, so that every option in a table appears in its
 page with its letter, argument, default and help, grouped as in
 ``--help --verbose``.  Options whose implementation lands in a later issue
-are marked as refused at start-up.
+are marked as refused at start-up.  ``man/emailrelay-tui.1`` is written
+from the TUI itself: its tabs, the BINDINGS of the app and of each view
+and screen, and the command palette entries.
 
 Run ``python -m emailrelay.manpage`` to rewrite the pages (or
 ``python -m emailrelay.manpage --check`` to fail when they are stale).
@@ -22,6 +24,7 @@ import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from emailrelay import COMPATIBLE_VERSION, __version__, lifecycle
 from emailrelay import admin_protocol as proto
@@ -999,12 +1002,249 @@ def filter_copy_page() -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- emailrelay-tui ----------------------------------------------------------------------------------
+
+#: The options of emailrelay-tui as (option strings, metavar, help).  A unit test checks them against
+#: the argparse parser of emailrelay.tui.app.main, so the page cannot drift from the program.
+TUI_OPTIONS: list[tuple[tuple[str, ...], str | None, str]] = [
+    (("--admin-socket",), "PATH",
+     "The admin socket of the emailrelay supervise to attach to, as given to its --admin-socket. "
+     "Default: /run/emailrelay/admin.sock when running as root, else "
+     "$XDG_RUNTIME_DIR/emailrelay/admin.sock, the supervisor's own default."),
+    (("-h", "--help"), None, "Print a usage message and exit."),
+]
+
+#: The view class of each tab as (module, class name); a unit test checks the keys against app.TABS.
+TUI_VIEWS: dict[str, tuple[str, str]] = {
+    "dashboard": ("emailrelay.tui.dashboard", "Dashboard"),
+    "workers": ("emailrelay.tui.workers", "WorkersView"),
+    "spool": ("emailrelay.tui.spool", "SpoolView"),
+    "failures": ("emailrelay.tui.failures", "FailuresView"),
+    "logs": ("emailrelay.tui.logs", "LogsView"),
+    "config": ("emailrelay.tui.config_editor", "ConfigView"),
+}
+
+#: The screens and dialogs over the tabs, with their keys, as (title, module, class name).
+TUI_SCREENS: list[tuple[str, str, str]] = [
+    ("Message view", "emailrelay.tui.message", "MessageScreen"),
+    ("Help screen", "emailrelay.tui.help", "HelpScreen"),
+    ("Confirmation dialog", "emailrelay.tui.help", "Confirm"),
+    ("Configuration diff", "emailrelay.tui.config_editor", "DiffScreen"),
+]
+
+#: Textual's key names shown as the character they stand for.
+TUI_KEY_NAMES = {"question_mark": "?", "slash": "/"}
+
+
+def _tui_tab_text() -> dict[str, str]:
+    """What each tab shows, by tab id; a unit test checks the keys against app.TABS."""
+    from emailrelay.tui import logs, spool
+
+    return {
+        "dashboard": "Worker states and spool counts at a glance (ready, in flight, failed, arriving; one "
+                     "line per instance), with the newest message events and log lines.",
+        "workers": "One row per worker: state (coloured), pid, uptime, restarts, CPU, memory (RSS) and "
+                   "last error. The worker under the cursor can be restarted, stopped or started.",
+        "spool": "Live counts, and one page of at most "
+                 f"{spool.PAGE} messages (id, age, sender, recipients, size, state) from the supervisor's "
+                 "list: all, ready, failed or in flight, oldest or newest first. A column header sorts the "
+                 "page; the filter keeps the rows whose id, sender or recipients contain its text. Enter "
+                 "opens the message view: the envelope fields, then the content, headers first, with "
+                 "control bytes shown as \\xNN.",
+        "failures": "The failed (.bad) messages with the failure reason, the reason code and the number "
+                    "of failures. Select some and retry them, retry all (as emailrelay-resubmit does), or "
+                    "delete one.",
+        "logs": "The live log of the supervisor and every worker, the newest "
+                f"{logs.KEEP} records kept: filter by worker and by level, search, pause. Paused, records "
+                "are still kept, and shown on resume.",
+        "config": "The supervisor's configuration file in an editor, beside a list of every option a "
+                  "configuration file may hold (choosing one inserts its line; its help is shown below). "
+                  "Check has the supervisor validate the text and shows the option table's own errors. "
+                  "Apply validates, shows the difference from the file and, when confirmed, has the "
+                  "supervisor write the file (atomically) and reload. emailrelay-tui never writes the file "
+                  "itself. When the supervisor runs without a configuration file the editor is read-only and "
+                  "shows its command-line options.",
+    }
+
+
+def _tui_list(pairs: Iterable[tuple[str, str]], indent: int) -> list[str]:
+    """A tagged list with the bodies beside the tags (tags of up to indent - 2 characters)."""
+    lines = [".PD 0"]
+    for tag, body in pairs:
+        lines += [f".TP {indent}", f"\\fB{escape(tag)}\\fR", escape(body)]
+    return lines + [".PD"]
+
+
+def _tui_class(module: str, name: str) -> type:
+    import importlib
+
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def tui_key(key: str) -> str:
+    """A Textual binding key as the page shows it: ``escape,q,question_mark`` is ``escape, q, ?``."""
+    return ", ".join(TUI_KEY_NAMES.get(k.strip(), k.strip()) for k in key.split(","))
+
+
+def _tui_bindings(cls: type) -> list[Any]:
+    """The bindings a class declares itself (not those it inherits)."""
+    from textual.binding import Binding
+
+    return [b for b in cls.__dict__.get("BINDINGS", []) if isinstance(b, Binding)]
+
+
+def _tui_effective(cls: type) -> list[tuple[str, Any]]:
+    """The keys that work in a view or screen, as (keys, binding), in the order Textual merges them.
+
+    Like Textual, a class inherits its base classes' bindings and a key it binds itself replaces the
+    inherited one.  Only emailrelay's classes count: Textual's own keys are listed under Everywhere.
+    """
+    keys: dict[str, Any] = {}
+    for base in reversed(cls.__mro__):
+        if not base.__module__.startswith("emailrelay."):
+            continue
+        if base.__dict__.get("_inherit_bindings") is False:
+            keys.clear()
+        for binding in _tui_bindings(base):
+            for key in binding.key.split(","):
+                keys[key.strip()] = binding
+    grouped: dict[int, tuple[Any, list[str]]] = {}
+    for key, binding in keys.items():
+        grouped.setdefault(id(binding), (binding, []))[1].append(key)
+    return [(",".join(names), binding) for binding, names in grouped.values()]
+
+
+def _tui_binding_text(binding: Any) -> str:
+    """A binding's description; a tab key's says so."""
+    if binding.action.startswith("show_tab("):
+        return f"Show the {binding.description} tab"
+    return str(binding.description)
+
+
+def tui_palette_entries() -> list[tuple[str, str]]:
+    """(title, help) of every command palette entry of emailrelay-tui, in the order the app lists them."""
+    from types import SimpleNamespace
+
+    from emailrelay.tui.app import EmailRelayApp
+
+    # palette_entries() reads the PALETTE of each view it is given: the view classes will do.
+    views = [_tui_class(*TUI_VIEWS[tab]) for tab in TUI_VIEWS]
+    stand_in = SimpleNamespace(views=lambda: views)
+    entries = EmailRelayApp.palette_entries(stand_in)  # type: ignore[arg-type]
+    return [(title, help_text[:1].upper() + help_text[1:] + ".") for title, help_text, _ in entries]
+
+
+def tui_keys_section() -> list[str]:
+    """The KEYS section: the bindings of the app, of each tab's view and of each screen."""
+    from textual.app import App
+    from textual.binding import Binding
+    from textual.screen import Screen
+
+    from emailrelay.tui.app import TABS, EmailRelayApp
+
+    def items(bindings: Iterable[tuple[str, Any]]) -> list[str]:
+        return _tui_list(((tui_key(keys), _tui_binding_text(b)) for keys, b in bindings), 18)
+
+    lines = [".SH KEYS"]
+    lines += _para(
+        "The footer shows the main keys of what is on the screen, and ? shows every key. Keys go to the "
+        "tab shown: changing tabs moves the focus to its table, log or editor. In a table the arrow keys, "
+        "page keys, home and end move the cursor."
+    )
+    lines += [".SS Everywhere"]
+    textual = [b for b in [*App.BINDINGS, *Screen.BINDINGS] if getattr(b, "description", "")]
+    palette = Binding(App.COMMAND_PALETTE_BINDING, "command_palette", "Command palette (see COMMAND PALETTE)")
+    lines += items([*_tui_effective(EmailRelayApp), *((b.key, b) for b in [palette, *textual])])
+    for tab, title, _key in TABS:
+        lines += [f".SS {escape(title)} tab"]
+        effective = _tui_effective(_tui_class(*TUI_VIEWS[tab]))
+        lines += items(effective) if effective else _para("No keys beyond the ones that work everywhere.")
+    for title, module, name in TUI_SCREENS:
+        lines += [f".SS {escape(title)}"]
+        lines += items(_tui_effective(_tui_class(module, name)))
+    return lines
+
+
+def tui_page() -> str:
+    """The text of man/emailrelay-tui.1."""
+    from textual.app import App
+
+    from emailrelay.tui import app
+
+    lines = [
+        '.\\" Generated by "python -m emailrelay.manpage" from emailrelay/tui: do not edit.',
+        f'.TH EMAILRELAY\\-TUI 1 "" "emailrelay\\-tui {__version__}" "User Commands"',
+        *_no_hyphenation(),
+        ".SH NAME",
+        "emailrelay\\-tui \\- the terminal console of emailrelay supervise",
+        ".SH SYNOPSIS",
+        "\\fBemailrelay\\-tui\\fR " + " ".join(
+            f"[{_font(names[-1], 'B')}" + (f" {_font(metavar.lower(), 'I')}]" if metavar else "]")
+            for names, metavar, _ in TUI_OPTIONS if "--help" not in names),
+    ]
+    lines += [".SH DESCRIPTION"]
+    lines += _para(
+        "emailrelay-tui is a full-screen terminal program for the operator of emailrelay supervise. It "
+        "shows the workers, the spool, the failed messages and the live log, and acts on them: forward "
+        "now, restart, stop or start a worker, view, retry or delete messages, edit the configuration "
+        "file and reload it. It is a client like emailrelay ctl, with the same rights."
+    )
+    lines += _para(
+        "It talks only to the supervisor's admin socket (see ADMIN PROTOCOL in emailrelay(1)): it never "
+        "reads or writes the spool or the configuration file itself. The supervisor accepts connections from its own "
+        "user only, so run emailrelay-tui as that user (root for the systemd service)."
+    )
+    lines += _para(
+        "It connects, subscribes to the event and log streams, reads the newest log records and asks "
+        f"for the status every {_seconds(app.STATUS_PERIOD)}; events and log records are handed to the "
+        f"tabs in batches every {_seconds(app.BATCH_PERIOD)}, so a busy relay costs a few redraws a second. "
+        "When the supervisor is not there or goes away (stopped or restarted), "
+        "the line under the title says why, and emailrelay-tui connects again every "
+        f"{_seconds(app.RETRY_PERIOD)} by itself; nothing needs restarting. While it is not connected, "
+        "actions fail with a notification."
+    )
+    lines += [".SH OPTIONS"]
+    for names, metavar, help_text in TUI_OPTIONS:
+        tag = ", ".join(_font(n, "B") for n in names) + (f" {_font(metavar.lower(), 'I')}" if metavar else "")
+        lines += [".TP", tag, escape(help_text)]
+    lines += [".SH TABS"]
+    lines += _para("The number keys switch between the tabs:")
+    tab_text = _tui_tab_text()
+    lines += _tui_list(((f"{key} {title}", tab_text[tab]) for tab, title, key in app.TABS), 14)
+    lines += tui_keys_section()
+    lines += [".SH COMMAND PALETTE"]
+    lines += _para(
+        f"{App.COMMAND_PALETTE_BINDING} opens the command palette: type part of a name, choose with the arrow keys "
+        "and enter. Every action is there by name; the action of a tab first shows that tab and then acts "
+        "on the row under its cursor. The entries:"
+    )
+    lines += _tui_list(tui_palette_entries(), 24)
+    lines += _para("Textual adds its own entries, such as Theme, Keys (a panel of the keys that work where "
+                   "the focus is), Screenshot and Quit.")
+    lines += [".SH EXIT STATUS"]
+    lines += _items([
+        ("0", "emailrelay-tui was quit (also for --help)."),
+        ("2", "A usage error: an unknown option or a missing value."),
+    ])
+    lines += [".SH FILES"]
+    lines += _items([
+        ("/run/emailrelay/admin.sock", "The admin socket without --admin-socket when running as root (as "
+                                       "for the systemd service)."),
+        ("$XDG_RUNTIME_DIR/emailrelay/admin.sock", "The admin socket without --admin-socket for other "
+                                                   "users (the user's runtime directory, typically "
+                                                   "/run/user/<uid>)."),
+    ])
+    lines += [".SH SEE ALSO", "\\fBemailrelay\\fR(1), \\fBemailrelay\\-resubmit\\fR(1)"]
+    return "\n".join(lines) + "\n"
+
+
 PAGES = {
     "emailrelay.1": emailrelay_page,
     "emailrelay-submit.1": submit_page,
     "emailrelay-resubmit.1": resubmit_page,
     "emailrelay-passwd.1": passwd_page,
     "emailrelay-filter-copy.1": filter_copy_page,
+    "emailrelay-tui.1": tui_page,
 }
 
 
