@@ -1014,28 +1014,6 @@ TUI_OPTIONS: list[tuple[tuple[str, ...], str | None, str]] = [
     (("-h", "--help"), None, "Print a usage message and exit."),
 ]
 
-#: The view class of each tab as (module, class name); a unit test checks the keys against app.TABS.
-TUI_VIEWS: dict[str, tuple[str, str]] = {
-    "dashboard": ("emailrelay.tui.dashboard", "Dashboard"),
-    "workers": ("emailrelay.tui.workers", "WorkersView"),
-    "spool": ("emailrelay.tui.spool", "SpoolView"),
-    "failures": ("emailrelay.tui.failures", "FailuresView"),
-    "logs": ("emailrelay.tui.logs", "LogsView"),
-    "config": ("emailrelay.tui.config_editor", "ConfigView"),
-}
-
-#: The screens and dialogs over the tabs, with their keys, as (title, module, class name).
-TUI_SCREENS: list[tuple[str, str, str]] = [
-    ("Message view", "emailrelay.tui.message", "MessageScreen"),
-    ("Help screen", "emailrelay.tui.help", "HelpScreen"),
-    ("Confirmation dialog", "emailrelay.tui.help", "Confirm"),
-    ("Configuration diff", "emailrelay.tui.config_editor", "DiffScreen"),
-]
-
-#: Textual's key names shown as the character they stand for.
-TUI_KEY_NAMES = {"question_mark": "?", "slash": "/"}
-
-
 def _tui_tab_text() -> dict[str, str]:
     """What each tab shows, by tab id; a unit test checks the keys against app.TABS."""
     from emailrelay.tui import logs, spool
@@ -1075,52 +1053,6 @@ def _tui_list(pairs: Iterable[tuple[str, str]], indent: int) -> list[str]:
     return lines + [".PD"]
 
 
-def _tui_class(module: str, name: str) -> type:
-    import importlib
-
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
-
-
-def tui_key(key: str) -> str:
-    """A Textual binding key as the page shows it: ``escape,q,question_mark`` is ``escape, q, ?``."""
-    return ", ".join(TUI_KEY_NAMES.get(k.strip(), k.strip()) for k in key.split(","))
-
-
-def _tui_bindings(cls: type) -> list[Any]:
-    """The bindings a class declares itself (not those it inherits)."""
-    from textual.binding import Binding
-
-    return [b for b in cls.__dict__.get("BINDINGS", []) if isinstance(b, Binding)]
-
-
-def _tui_effective(cls: type) -> list[tuple[str, Any]]:
-    """The keys that work in a view or screen, as (keys, binding), in the order Textual merges them.
-
-    Like Textual, a class inherits its base classes' bindings and a key it binds itself replaces the
-    inherited one.  Only emailrelay's classes count: Textual's own keys are listed under Everywhere.
-    """
-    keys: dict[str, Any] = {}
-    for base in reversed(cls.__mro__):
-        if not base.__module__.startswith("emailrelay."):
-            continue
-        if base.__dict__.get("_inherit_bindings") is False:
-            keys.clear()
-        for binding in _tui_bindings(base):
-            for key in binding.key.split(","):
-                keys[key.strip()] = binding
-    grouped: dict[int, tuple[Any, list[str]]] = {}
-    for key, binding in keys.items():
-        grouped.setdefault(id(binding), (binding, []))[1].append(key)
-    return [(",".join(names), binding) for binding, names in grouped.values()]
-
-
-def _tui_binding_text(binding: Any) -> str:
-    """A binding's description; a tab key's says so."""
-    if binding.action.startswith("show_tab("):
-        return f"Show the {binding.description} tab"
-    return str(binding.description)
-
-
 def tui_palette_entries() -> list[tuple[str, str]]:
     """(title, help) of every command palette entry of emailrelay-tui, in the order the app lists them."""
     from types import SimpleNamespace
@@ -1128,22 +1060,17 @@ def tui_palette_entries() -> list[tuple[str, str]]:
     from emailrelay.tui.app import EmailRelayApp
 
     # palette_entries() reads the PALETTE of each view it is given: the view classes will do.
-    views = [_tui_class(*TUI_VIEWS[tab]) for tab in TUI_VIEWS]
+    from emailrelay.tui import keys
+
+    views = keys.view_classes()
     stand_in = SimpleNamespace(views=lambda: views)
     entries = EmailRelayApp.palette_entries(stand_in)  # type: ignore[arg-type]
     return [(title, help_text[:1].upper() + help_text[1:] + ".") for title, help_text, _ in entries]
 
 
 def tui_keys_section() -> list[str]:
-    """The KEYS section: the bindings of the app, of each tab's view and of each screen."""
-    from textual.app import App
-    from textual.binding import Binding
-    from textual.screen import Screen
-
-    from emailrelay.tui.app import TABS, EmailRelayApp
-
-    def items(bindings: Iterable[tuple[str, Any]]) -> list[str]:
-        return _tui_list(((tui_key(keys), _tui_binding_text(b)) for keys, b in bindings), 18)
+    """The KEYS section: the bindings of the app, of each tab's view and of each screen (tui/keys.py)."""
+    from emailrelay.tui import keys
 
     lines = [".SH KEYS"]
     lines += _para(
@@ -1151,25 +1078,15 @@ def tui_keys_section() -> list[str]:
         "tab shown: changing tabs moves the focus to its table, log or editor. In a table the arrow keys, "
         "page keys, home and end move the cursor."
     )
-    lines += [".SS Everywhere"]
-    textual = [b for b in [*App.BINDINGS, *Screen.BINDINGS] if getattr(b, "description", "")]
-    palette = Binding(App.COMMAND_PALETTE_BINDING, "command_palette", "Command palette (see COMMAND PALETTE)")
-    lines += items([*_tui_effective(EmailRelayApp), *((b.key, b) for b in [palette, *textual])])
-    for tab, title, _key in TABS:
-        lines += [f".SS {escape(title)} tab"]
-        effective = _tui_effective(_tui_class(*TUI_VIEWS[tab]))
-        lines += items(effective) if effective else _para("No keys beyond the ones that work everywhere.")
-    for title, module, name in TUI_SCREENS:
+    for title, group in keys.groups():
         lines += [f".SS {escape(title)}"]
-        lines += items(_tui_effective(_tui_class(module, name)))
+        lines += _tui_list(group, 18) if group else _para("No keys beyond the ones that work everywhere.")
     return lines
 
 
 def tui_page() -> str:
     """The text of man/emailrelay-tui.1."""
-    from textual.app import App
-
-    from emailrelay.tui import app
+    from emailrelay.tui import app, keys
 
     lines = [
         '.\\" Generated by "python -m emailrelay.manpage" from emailrelay/tui: do not edit.',
@@ -1214,7 +1131,7 @@ def tui_page() -> str:
     lines += tui_keys_section()
     lines += [".SH COMMAND PALETTE"]
     lines += _para(
-        f"{App.COMMAND_PALETTE_BINDING} opens the command palette: type part of a name, choose with the arrow keys "
+        f"{keys.PALETTE_KEY} opens the command palette: type part of a name, choose with the arrow keys "
         "and enter. Every action is there by name; the action of a tab first shows that tab and then acts "
         "on the row under its cursor. The entries:"
     )

@@ -908,20 +908,32 @@ def read_config_file(path: str) -> tuple[list[str], str | None]:
         return [], f"invalid character in configuration file: {path}"
     args: list[str] = []
     for raw in data.decode("utf-8", errors="surrogateescape").split("\n"):
-        line = raw[:-1] if raw.endswith("\r") else raw
-        line = line.lstrip(" \t=")
-        key_match = re.match(r"[^ \t=]*", line)
-        key = key_match.group(0) if key_match else ""
-        if not key or key.startswith("#"):
+        parsed = config_line(raw)
+        if parsed is None:
             continue
-        value = line[len(key) :].lstrip(" \t=").rstrip(" \t")
-        quoted = len(value) >= 2 and value.startswith('"') and value.endswith('"')
-        if quoted:
-            value = value[1:-1]
+        key, value, quoted = parsed
         if len(args) >= MAX_CONFIG_LINES:
             return [], f"too many lines in configuration file: {path}"
         args.append(f"--{key}={value}" if value or quoted else f"--{key}")
     return args, None
+
+
+def config_line(raw: str) -> tuple[str, str, bool] | None:
+    """One configuration file line as (key, value, quoted); None for blank and comment lines.
+
+    The key is the first word (after leading blanks and ``=``), the value
+    the rest after blanks or ``=``, with one pair of surrounding double
+    quotes removed (``quoted`` says so); a trailing CR is ignored.
+    """
+    line = raw[:-1] if raw.endswith("\r") else raw
+    line = line.lstrip(" \t=")
+    key_match = re.match(r"[^ \t=]*", line)
+    key = key_match.group(0) if key_match else ""
+    if not key or key.startswith("#"):
+        return None
+    value = line[len(key) :].lstrip(" \t=").rstrip(" \t")
+    quoted = len(value) >= 2 and value.startswith('"') and value.endswith('"')
+    return key, value[1:-1] if quoted else value, quoted
 
 
 # ---------------------------------------------------------------------------

@@ -10,27 +10,18 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Label, Static
 
 
-def key_table(app: object) -> str:
-    """Every binding, grouped: the app's, then each tab view's, then the message view's."""
-    from emailrelay.tui.app import EmailRelayApp
-    from emailrelay.tui.message import MessageScreen
+def key_table() -> str:
+    """Every key, grouped as the man page groups them (keys.py)."""
+    from emailrelay.tui import keys
 
-    assert isinstance(app, EmailRelayApp)
-    groups = [("Everywhere", EmailRelayApp.BINDINGS)]
-    for view in app.views():
-        groups.append((type(view).__name__.replace("View", "").replace("Dashboard", "Dashboard"),
-                       [*getattr(type(view), "BINDINGS", [])]))
-    groups.append(("Message view", MessageScreen.BINDINGS))
     lines = []
-    for title, bindings in groups:
-        if not bindings:
+    for title, rows in keys.groups():
+        if not rows:
             continue
         lines.append(f"[b]{escape(title)}[/b]")
-        for b in bindings:
-            assert isinstance(b, Binding)
-            lines.append(f"  {escape(b.key):<18} {escape(b.description)}")
+        lines += [f"  {escape(key):<18} {escape(text)}" for key, text in rows]
         lines.append("")
-    lines.append("[b]ctrl+p[/b] opens the command palette: every action is there by name.")
+    lines.append(f"[b]{keys.PALETTE_KEY}[/b] opens the command palette: every action is there by name.")
     return "\n".join(lines)
 
 
@@ -39,7 +30,7 @@ class HelpScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
-            yield Static(key_table(self.app), id="help")
+            yield Static(key_table(), id="help")
         yield Footer()
 
 

@@ -27,6 +27,7 @@ from textual.dom import DOMNode
 import emailrelay.tui
 from emailrelay import admin_protocol, manpage
 from emailrelay.tui import app as tui_app
+from emailrelay.tui import keys
 
 #: How the page spells Textual's key names that stand for a character.
 KEY_DISPLAY = {"question_mark": "?", "slash": "/"}
@@ -129,8 +130,8 @@ def _documented_classes() -> dict[type, str]:
     """Each class whose keys the page lists, with the title of its subsection of KEYS."""
     titles = {tab: title for tab, title, _ in tui_app.TABS}
     classes: dict[type, str] = {tui_app.EmailRelayApp: "Everywhere"}
-    classes.update({_class(*where): f"{titles[tab]} tab" for tab, where in manpage.TUI_VIEWS.items()})
-    classes.update({_class(module, name): title for title, module, name in manpage.TUI_SCREENS})
+    classes.update({_class(*where): f"{titles[tab]} tab" for tab, where in keys.VIEWS.items()})
+    classes.update({_class(module, name): title for title, module, name in keys.SCREENS})
     return classes
 
 
@@ -230,7 +231,7 @@ def test_views_are_the_ones_the_app_composes() -> None:
             return [type(v) for v in app.views()], app.palette_entries()
 
     views, entries = asyncio.run(run())
-    assert views == [_class(*manpage.TUI_VIEWS[tab]) for tab, _, _ in tui_app.TABS]
+    assert views == [_class(*keys.VIEWS[tab]) for tab, _, _ in tui_app.TABS]
     assert [(t, h[:1].upper() + h[1:] + ".") for t, h, _ in entries] == manpage.tui_palette_entries()
 
 
@@ -239,14 +240,14 @@ def test_every_palette_entry_is_listed(page: str) -> None:
     assert "ctrl+p" in palette
     for title, help_text in manpage.tui_palette_entries():
         assert f"{title} {help_text}" in palette
-    for view_tab, where in manpage.TUI_VIEWS.items():
+    for view_tab, where in keys.VIEWS.items():
         for title, _, action in getattr(_class(*where), "PALETTE", []):
             assert title in palette, (view_tab, action)
 
 
 def test_every_tab_is_described(page: str) -> None:
     tabs = _section(page, "TABS")
-    assert set(manpage.TUI_VIEWS) == {tab for tab, _, _ in tui_app.TABS}
+    assert set(keys.VIEWS) == {tab for tab, _, _ in tui_app.TABS}
     assert set(manpage._tui_tab_text()) == {tab for tab, _, _ in tui_app.TABS}
     for _, title, key in tui_app.TABS:
         assert re.search(rf"^\s*{re.escape(key)} {re.escape(title)}\s", tabs, re.M), title
