@@ -165,3 +165,20 @@ async def test_the_config_form_writes_an_option_through_the_supervisor(supervise
         await pilot.press("y")
         await until(pilot, lambda: "domain relay.example.com" in conf.read_text(), what="the file written")
         s.wait_for(r"reloading the configuration")
+
+
+async def test_it_waits_for_a_supervisor_and_recovers_when_it_restarts(supervise, tmp_path):
+    app = EmailRelayApp(str(tmp_path / "admin.sock"))  # where the supervisor will listen
+    async with app.run_test(size=(80, 24)) as pilot:
+        banner = app.query_one("#connection")
+        await until(pilot, lambda: "not connected" in str(banner.render()), what="the not-connected banner")
+        assert "retrying" in str(banner.render())
+        s = await asyncio.to_thread(supervise)
+        await until(pilot, lambda: app.connected and app.status, what="connected")
+        first_pid = app.status["supervisor"]["pid"]
+        s.stop()
+        await until(pilot, lambda: not app.connected, what="the loss noticed")
+        s2 = await asyncio.to_thread(supervise)
+        await until(pilot, lambda: app.connected and app.status.get("supervisor", {}).get("pid") == s2.proc.pid,
+                    timeout=20, what="reconnected to the new supervisor")
+        assert s2.proc.pid != first_pid
