@@ -26,6 +26,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
+from textual.css.query import NoMatches
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
 from emailrelay import admin_protocol as proto
@@ -126,8 +127,7 @@ class EmailRelayApp(App[None]):
                 self._set_connected(True, f"connected to {self.socket_path} "
                                           f"(supervisor pid {connection.greeting.get('pid')})")
                 for view in self.views():
-                    if hasattr(view, "on_connected"):
-                        view.on_connected()
+                    self._tell(view, "on_connected")
                 logs = await connection.call("logs", limit=500)
                 self._pending.extend({"stream": "log", "record": r} for r in logs["records"])
                 while not lost.is_set():
@@ -153,8 +153,7 @@ class EmailRelayApp(App[None]):
         if self.first_status_at is None:
             self.first_status_at = time.monotonic()
         for view in self.views():
-            if hasattr(view, "on_status"):
-                view.on_status(self.status)
+            self._tell(view, "on_status", self.status)
 
     def _set_connected(self, connected: bool, text: str) -> None:
         self.connected = connected
@@ -173,10 +172,19 @@ class EmailRelayApp(App[None]):
         events = [m["event"] for m in batch if m.get("stream") == "event"]
         logs = [m["record"] for m in batch if m.get("stream") == "log"]
         for view in self.views():
-            if events and hasattr(view, "on_events"):
-                view.on_events(events)
-            if logs and hasattr(view, "on_logs"):
-                view.on_logs(logs)
+            if events:
+                self._tell(view, "on_events", events)
+            if logs:
+                self._tell(view, "on_logs", logs)
+
+    def _tell(self, view: Any, method: str, *args: Any) -> None:
+        """Give a view news, if it takes it and is still on the screen (not while the app closes)."""
+        if not hasattr(view, method) or not view.is_attached:
+            return
+        try:
+            getattr(view, method)(*args)
+        except NoMatches:
+            pass  # its widgets are being removed: the app is closing
 
     async def call(self, op: str, quiet: bool = False, **args: Any) -> Any:
         """An admin request for the views; a failure is shown as a notification and returned as None."""
