@@ -363,20 +363,16 @@ class Spool:
         abandon result of SPEC.md 1.3 #4a).  On any other failure nothing is
         left READY and the error is re-raised.
         """
+        if self._syncer is None:
+            self._syncer = durable.DirectorySyncer(self.directory, enabled=self._fsync)
         try:
-            os.rename(msg.new_envelope_path, msg.envelope_path)
+            # the rename and the directory fsync run in the syncer's thread, in batches
+            await self._syncer.rename(msg.new_envelope_path, msg.envelope_path)
         except FileNotFoundError:
             if missing_ok:
                 return False
             self.discard(msg)
             raise
-        except BaseException:
-            self.discard(msg)
-            raise
-        if self._syncer is None:
-            self._syncer = durable.DirectorySyncer(self.directory, enabled=self._fsync)
-        try:
-            await self._syncer.sync()
         except BaseException:
             # The rename may or may not be durable: withdraw the message, as
             # the client is about to be told it was not accepted.

@@ -522,7 +522,8 @@ class Supervisor:
         spools = []
         for unit, spool in self.spools.items():
             try:
-                spools.append({"unit": unit, "directory": str(spool.directory), **spool_view.counts(spool)})
+                counts = await asyncio.to_thread(spool_view.counts, spool)  # a big spool takes a while
+                spools.append({"unit": unit, "directory": str(spool.directory), **counts})
             except OSError as e:
                 spools.append({"unit": unit, "directory": str(spool.directory), "error": (e.strerror or str(e)).lower()})
         return {"supervisor": me, "workers": [m.describe() for m in self.managed.values()],

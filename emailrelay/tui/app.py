@@ -81,6 +81,7 @@ class EmailRelayApp(App[None]):
         self.connected = False
         self.status: dict[str, Any] = {}
         self._pending: list[dict[str, Any]] = []
+        self._tab_views: list[Any] = []
         self.started_at = time.monotonic()
         self.first_status_at: float | None = None
 
@@ -110,7 +111,10 @@ class EmailRelayApp(App[None]):
             self._admin_loop()
 
     def views(self) -> list[Any]:
-        return [pane.children[0] for pane in self.query(TabPane) if pane.children]
+        """The tab views, found once (a query over every widget on each batch would cost)."""
+        if not self._tab_views:
+            self._tab_views = [pane.children[0] for pane in self.query(TabPane) if pane.children]
+        return self._tab_views
 
     # -- the admin connection --------------------------------------------------------
 
@@ -126,16 +130,18 @@ class EmailRelayApp(App[None]):
                 await connection.call("subscribe", streams=["event", "log"])
                 self._set_connected(True, f"connected to {self.socket_path} "
                                           f"(supervisor pid {connection.greeting.get('pid')})")
+                await self.refresh_status()  # the first screen first; lists and logs after it
                 for view in self.views():
                     self._tell(view, "on_connected")
                 logs = await connection.call("logs", limit=500)
                 self._pending.extend({"stream": "log", "record": r} for r in logs["records"])
                 while not lost.is_set():
-                    await self.refresh_status()
                     try:
                         await asyncio.wait_for(lost.wait(), STATUS_PERIOD)
                     except TimeoutError:
                         pass
+                    if lost.is_set():
+                        break
                 why = "the supervisor went away"
             except ConnectionLost as e:
                 why = str(e)

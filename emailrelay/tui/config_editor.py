@@ -118,23 +118,30 @@ class ConfigView(Vertical):
                 yield TextArea("", id="config-text", show_line_numbers=True)
                 yield OptionList(*(Option(line, id=str(i)) for i, (line, _) in enumerate(option_entries())),
                                  id="config-options")
-            with VerticalScroll(id="config-form"):
-                groups: dict[str, list[options.Option]] = {}
-                for option in form_options():
-                    groups.setdefault(option.group, []).append(option)
-                for group, members in groups.items():
-                    with Collapsible(title=group, collapsed=group != options.BASIC):
-                        for option in members:
-                            with Horizontal(classes="form-row"):
-                                if option.boolean:
-                                    yield Checkbox(option.name, id=f"form-{option.name}", tooltip=option.help)
-                                else:
-                                    yield Label(option.name, classes="form-label")
-                                    yield Input(placeholder=f"{option.arg or ''} {option.default or ''}".strip(),
-                                                id=f"form-{option.name}", tooltip=option.help)
-                                yield Static(escape(option.help), classes="form-help")
+            yield VerticalScroll(id="config-form")  # filled when first shown: it is most of the app's widgets
         yield Static("", id="config-help")
         yield Static("", id="config-result")
+
+    async def _build_form(self) -> None:
+        form = self.query_one("#config-form", VerticalScroll)
+        if form.children:
+            return
+        groups: dict[str, list[options.Option]] = {}
+        for option in form_options():
+            groups.setdefault(option.group, []).append(option)
+        sections = []
+        for group, members in groups.items():
+            rows = []
+            for option in members:
+                if option.boolean:
+                    field: list[Any] = [Checkbox(option.name, id=f"form-{option.name}", tooltip=option.help)]
+                else:
+                    field = [Label(option.name, classes="form-label"),
+                             Input(placeholder=f"{option.arg or ''} {option.default or ''}".strip(),
+                                   id=f"form-{option.name}", tooltip=option.help)]
+                rows.append(Horizontal(*field, Static(escape(option.help), classes="form-help"), classes="form-row"))
+            sections.append(Collapsible(*rows, title=group, collapsed=group != options.BASIC))
+        await form.mount_all(sections)
 
     def _form_to_widgets(self) -> None:
         values = read_form_values(self.query_one("#config-text", TextArea).text)
@@ -147,6 +154,8 @@ class ConfigView(Vertical):
                 widget.value = "" if value is True or value is False else str(value)
 
     def _form_values(self) -> dict[str, str | bool]:
+        if not self.query_one("#config-form", VerticalScroll).children:
+            return {}
         wanted: dict[str, str | bool] = {}
         for option in form_options():
             widget = self.query_one(f"#form-{option.name}")
@@ -164,9 +173,10 @@ class ConfigView(Vertical):
         if wanted:
             area.load_text(apply_form(area.text, wanted))
 
-    def action_switch(self) -> None:
+    async def action_switch(self) -> None:
         switcher = self.query_one("#config-switcher", ContentSwitcher)
         if switcher.current == "config-textual":
+            await self._build_form()
             self._form_to_widgets()
             switcher.current = "config-form"
         else:

@@ -35,8 +35,8 @@ class MessageList(Vertical):
     BINDINGS = [
         Binding("enter", "open", "View message", show=False),
         Binding("d", "delete", "Delete"),
-        Binding("pagedown,n", "next_page", "Next page"),
-        Binding("pageup,p", "previous_page", "Previous page"),
+        Binding("n", "next_page", "Next page"),  # pagedown/pageup move the table's cursor
+        Binding("p", "previous_page", "Previous page"),
         Binding("o", "reverse", "Reverse order"),
         Binding("slash", "filter", "Filter"),
         Binding("g", "reload_page", "Refresh"),
