@@ -83,18 +83,24 @@ class NetVerifier:
         self.loop.run_forever()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while line := await reader.readline():
-            request = line.decode().rstrip("\n")
-            self.requests.append(request)
-            user = request.split("|")[0].split("@")[0]
-            answer = {"box": "0|mailbox|Full Name", "ok": "1|", "temp": "3|busy|log", "perm": "2|gone"}.get(user, "junk")
-            writer.write(answer.encode() + b"\n")
-            await writer.drain()
-        writer.close()
+        try:
+            while line := await reader.readline():
+                request = line.decode().rstrip("\n")
+                self.requests.append(request)
+                user = request.split("|")[0].split("@")[0]
+                answer = {"box": "0|mailbox|Full Name", "ok": "1|", "temp": "3|busy|log", "perm": "2|gone"}.get(user, "junk")
+                writer.write(answer.encode() + b"\n")
+                await writer.drain()
+        finally:
+            writer.close()
 
     def stop(self) -> None:
         async def shutdown() -> None:
             self.server.close()
+            sessions = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in sessions:  # emailrelay keeps its verifier connection open: end it here
+                task.cancel()
+            await asyncio.gather(*sessions, return_exceptions=True)
             await self.server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
