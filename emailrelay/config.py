@@ -164,6 +164,7 @@ class ServerConfig:
     pid_file: str | None = None  # --pid-file (the first one), absolute
     no_smtp: bool = False  # --no-smtp: no SMTP listener
     admin_socket: str | None = None  # --admin-socket (supervise and ctl), absolute
+    storage_workers: int = 1  # --storage-workers: SMTP workers under supervise
     as_proxy: bool = False  # --as-proxy: supervise names its SMTP worker "proxy"
     user: str = "daemon"  # --user: the unprivileged identity (OPTIONS.md 7.3)
     unit: str = ""  # the instance name (OPTIONS.md section 5); "" = the unnamed one
@@ -233,6 +234,7 @@ def build(parsed: Parsed) -> ServerConfig:
         pid_file=os.path.abspath(expand_app(parsed.items("pid-file")[0])) if parsed.items("pid-file") else None,
         no_smtp=parsed.flag("no-smtp"),
         as_proxy=parsed.has("as-proxy"),
+        storage_workers=max(1, number(parsed, "storage-workers", 1, maximum=64)),
         user=parsed.value("user") or "daemon",
         admin_socket=os.path.abspath(parsed.value("admin-socket") or "") if parsed.value("admin-socket") else None,
         filter_timeout=number(parsed, "filter-timeout", 60),

@@ -338,6 +338,10 @@ EMAILRELAY_OPTIONS = OptionTable(
                help="Use this owner-only Unix socket for emailrelay supervise and emailrelay ctl.",
                detail="The default is /run/emailrelay/admin.sock for root, else admin.sock in the "
                       "user's runtime directory. Plain emailrelay ignores it."),
+        Option("storage-workers", None, "<count>", group=ADMIN, default="1",
+               help="Under emailrelay supervise, run this many SMTP storage workers on the one listening socket.",
+               detail="They are named storage, storage-2 and so on; the kernel hands each new connection to "
+                      "one of them. Plain emailrelay ignores it."),
         # Authentication options
         Option("client-auth", "C", "<file>", group=AUTH,
                help="Authenticate to the next server with the client secrets in this file."),

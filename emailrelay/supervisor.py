@@ -3,7 +3,8 @@
 One job: process supervision.  From the configuration (the same options
 and file format as plain ``emailrelay``) `plan` derives the workers:
 ``storage`` (the SMTP server; ``proxy`` instead with --as-proxy or
---immediate: it forwards after each session or each message itself),
+--immediate: it forwards after each session or each message itself;
+--storage-workers N adds ``storage-2`` ... on the same listening socket),
 ``forward`` (when there is a forward address: polling, --forward, runs
 asked for by the others), ``pop`` (--pop).  The TCP ``--admin`` interface is
 served by the first of them.  The supervisor binds every listening socket
@@ -89,6 +90,8 @@ def plan(units: Units) -> list[Job]:
             proxy = server.forward is not None and (server.as_proxy or server.forward.immediate)
             role = "proxy" if proxy else "storage"
             mine.append(Job(prefix + role, role, ("smtp",), unit))
+            # --storage-workers: more SMTP workers on the same listening socket (same key, same descriptors)
+            mine += [Job(f"{prefix}{role}-{n}", role, ("smtp",), unit) for n in range(2, server.storage_workers + 1)]
         if server.forward is not None:
             mine.append(Job(prefix + "forward", "forward", (), unit))
         if server.pop is not None:

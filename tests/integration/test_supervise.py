@@ -486,3 +486,23 @@ def test_named_instances_get_workers_of_their_own(supervise, downstream, tmp_pat
     assert json.loads(s.ctl("list", "--unit", "out", "--json").stdout)["total"] == 0
     result = s.ctl("list", "--unit", "nosuch")
     assert result.returncode == 1 and b"no instance" in result.stderr
+
+
+def test_storage_workers_share_the_listening_socket(supervise, spool):
+    s = supervise("storage-workers 2")
+    workers = s.workers()
+    assert {name: w["state"] for name, w in workers.items()} == {"storage": "RUNNING", "storage-2": "RUNNING"}
+    os.kill(workers["storage"]["pid"], signal.SIGSTOP)  # one of them busy: the other takes every connection
+    try:
+        for n in range(3):
+            send(s.port, f"shared-{n}")
+    finally:
+        os.kill(workers["storage"]["pid"], signal.SIGCONT)
+    assert len(list(spool.glob("*.envelope"))) == 3
+    deadline = time.monotonic() + 10
+    while s.count(r"\[storage-2\] stored message") < 3:  # log lines come through the pipe a little later
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert s.count(r"\[storage\] stored message") == 0
+    result = s.ctl("restart", "storage-2")
+    assert result.returncode == 0 and b"storage-2: RUNNING" in result.stdout

@@ -56,9 +56,9 @@ IMPLEMENTED = {
     "pop", "pop-port", "pop-auth", "pop-by-name", "pop-no-delete", "dnsbl", "no-smtp", "pid-file", "localedir",
     "admin", "admin-terminate",
     # supervisor and process life (issue 7)
-    "admin-socket", "user",
+    "admin-socket", "user", "storage-workers",
 }
-OURS = {"retry-limit", "retry-interval", "admin-socket"}  # SPEC.md section 0 additions
+OURS = {"retry-limit", "retry-interval", "admin-socket", "storage-workers"}  # SPEC.md section 0 additions
 
 
 def parse(*args: str) -> Parsed:
