@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from emailrelay import admin_protocol as proto
+from emailrelay.humanize import duration, size
 from emailrelay.admin_client import AdminClient, Unreachable
 
 EXIT_OK = 0
@@ -36,29 +37,6 @@ def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=True))
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "K", "M", "G"):
-        if n < 1024 or unit == "G":
-            return f"{n}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    if seconds < 172800:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
-
-
 def _unit(args: argparse.Namespace) -> dict[str, str]:
     return {"unit": args.unit} if getattr(args, "unit", None) is not None else {}
 
@@ -69,12 +47,12 @@ def cmd_status(client: AdminClient, args: argparse.Namespace) -> int:
         _print_json(status)
         return EXIT_OK
     me = status["supervisor"]
-    print(f"supervisor pid {me['pid']}, up {_age(me['uptime'])}, rss {_size(me.get('rss'))}, socket {me['admin_socket']}")
+    print(f"supervisor pid {me['pid']}, up {duration(me['uptime'])}, rss {size(me.get('rss'))}, socket {me['admin_socket']}")
     print(f"{'WORKER':<16} {'STATE':<9} {'PID':>7} {'UPTIME':>7} {'RESTARTS':>8} {'CPU%':>5} {'RSS':>7}  LAST ERROR")
     for w in status["workers"]:
         cpu = "-" if w.get("cpu_percent") is None else f"{w['cpu_percent']:.0f}"
-        print(f"{w['name']:<16} {w['state']:<9} {w['pid'] or '-':>7} {_age(w['uptime']):>7} {w['restarts']:>8} "
-              f"{cpu:>5} {_size(w.get('rss')):>7}  {w['last_error'] or ''}")
+        print(f"{w['name']:<16} {w['state']:<9} {w['pid'] or '-':>7} {duration(w['uptime']):>7} {w['restarts']:>8} "
+              f"{cpu:>5} {size(w.get('rss')):>7}  {w['last_error'] or ''}")
     for spool in status.get("spools", [status["spool"]]):
         name = f"spool [{spool['unit']}]" if spool.get("unit") else "spool"
         if "error" in spool:
@@ -92,8 +70,8 @@ def _list(client: AdminClient, args: argparse.Namespace, state: str) -> int:
         return EXIT_OK
     now = time.time()
     for m in result["messages"]:
-        line = (f"{m['id']}  {m['state']:<5} {_age(now - m['time']) if 'time' in m else '-':>5} "
-                f"{_size(m.get('size')):>7}  {m.get('from', '?') or '<>'} -> {', '.join(m.get('to', []))}")
+        line = (f"{m['id']}  {m['state']:<5} {duration(now - m['time']) if 'time' in m else '-':>5} "
+                f"{size(m.get('size')):>7}  {m.get('from', '?') or '<>'} -> {', '.join(m.get('to', []))}")
         if state == "bad" or m["state"] == "bad":
             line += f"\n    {m.get('reason_code') or '-'} {m.get('reason', m.get('error', ''))} (failures: {m.get('failures', 0)})"
         print(line)

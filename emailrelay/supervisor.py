@@ -635,14 +635,8 @@ class Supervisor:
         return m.describe()
 
     async def op_worker_restart(self, peer: _Peer, message: dict[str, Any]) -> dict[str, Any]:
-        m = self._worker(message)
-        await self._stop([m])
-        if m.worker.state is WorkerState.FATAL:
-            m.worker.reset()
-        m.wanted = True
-        self._wakeup.set()
-        await asyncio.sleep(0)
-        return await self._settled(m)
+        await self._stop([self._worker(message)])
+        return await self.op_worker_start(peer, message)
 
     async def op_worker_stop(self, peer: _Peer, message: dict[str, Any]) -> dict[str, Any]:
         m = self._worker(message)
@@ -651,6 +645,7 @@ class Supervisor:
         return m.describe()
 
     async def op_worker_start(self, peer: _Peer, message: dict[str, Any]) -> dict[str, Any]:
+        """Start a stopped worker, or a FATAL one afresh; answers once it runs or fails to start."""
         m = self._worker(message)
         if m.worker.state is WorkerState.FATAL:
             m.worker.reset()

@@ -23,11 +23,11 @@ from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Collapsible, ContentSwitcher, Input, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
 from emailrelay import options
+from emailrelay.tui.help import Question
 
 
 def form_options() -> list[options.Option]:
@@ -257,7 +257,7 @@ class ConfigView(Vertical):
         self.app.push_screen(DiffScreen(diff), confirmed)
 
 
-class DiffScreen(ModalScreen[bool]):
+class DiffScreen(Question):
     BINDINGS = [Binding("y", "answer(True)", "Apply"), Binding("n,escape", "answer(False)", "Cancel")]
 
     def __init__(self, diff: str) -> None:
@@ -272,9 +272,3 @@ class DiffScreen(ModalScreen[bool]):
             with Horizontal():
                 yield Button("Apply (y)", variant="error", id="yes")
                 yield Button("Cancel (n)", variant="primary", id="no")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from emailrelay.humanize import duration, size  # noqa: F401 - the views' size and duration
+
 STATE_STYLES = {
     "RUNNING": "green", "STARTING": "yellow", "BACKOFF": "dark_orange", "STOPPING": "yellow",
     "STOPPED": "grey50", "EXITED": "yellow", "FATAL": "bold red",
@@ -12,31 +14,8 @@ LEVEL_STYLES = {"error": "bold red", "warning": "dark_orange", "info": "", "debu
 
 
 def age(then: float | None, now: float | None = None) -> str:
-    if then is None:
-        return "-"
-    seconds = max(0, int((now or time.time()) - then))
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    if seconds < 172800:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
-
-
-def duration(seconds: float | None) -> str:
-    return "-" if seconds is None else age(0, seconds)
-
-
-def size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "K", "M", "G"):
-        if value < 1024 or unit == "G":
-            return f"{int(value)}B" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    return str(n)
+    """How long ago `then` (a time.time() value) was, in humanize's short form."""
+    return duration(None if then is None else (now or time.time()) - then)
 
 
 def state_markup(state: str) -> str:

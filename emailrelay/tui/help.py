@@ -34,9 +34,19 @@ class HelpScreen(Screen[None]):
         yield Footer()
 
 
-class Confirm(ModalScreen[bool]):
+class Question(ModalScreen[bool]):
+    """A yes/no dialog: y or the first button says yes, n, escape or the other button no."""
+
     BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
 
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class Confirm(Question):
     def __init__(self, question: str) -> None:
         super().__init__()
         self.question = question
@@ -46,9 +56,3 @@ class Confirm(ModalScreen[bool]):
             yield Label(self.question, id="question")
             yield Button("Yes (y)", variant="error", id="yes")
             yield Button("No (n)", variant="primary", id="no")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
