@@ -262,17 +262,19 @@ OPERATION_TEXT: dict[str, str] = {
               "configuration file), each worker (name, role, state, pid, uptime, restarts, failures, "
               "last error, CPU and memory use) and the spool (how many messages are ready, in flight, "
               "failed and arriving).",
-    "list": "Optional state (ready, busy, bad or all, the default), offset and limit. The result is the "
-            "total number of messages in that state and one page of them, with id, state, time, size, "
-            "sender and recipients, and the failure reason of failed ones.",
-    "show": "msg, and optional max_bytes (default 1 MiB). The result is the message's envelope fields and "
+    "list": "Optional state (ready, busy, bad or all, the default), offset, limit and unit. The result is "
+            "the total number of messages in that state and one page of them, with id, state, time, size, "
+            "sender and recipients, the instance (unit), and the failure reason of failed ones; an envelope "
+            "that cannot be read is listed with its error. Without unit every instance's spool is listed.",
+    "show": "msg, and optional max_bytes (default 1 MiB) and unit. The result is the message's envelope fields and "
             "its content as text, cut at max_bytes.",
     "forward": "No arguments. The forward worker is told to forward the spool now. Refused when the "
                "configuration has no forward address; unavailable when the forward worker is not running.",
-    "retry": "msg, or all: true. Failed messages go back to the queue, as emailrelay-resubmit does it, and "
+    "retry": "msg, or all: true; optional unit. Failed messages go back to the queue, as emailrelay-resubmit does it, and "
              "if any went back a forwarding run is asked for. The result gives the outcome for each "
              "message.",
-    "delete": "msg. A ready or failed message is deleted. A message being forwarded is busy.",
+    "delete": "msg, optional unit. A ready or failed message is deleted, envelope first. A message being "
+              "forwarded is busy (retry can help).",
     "worker-restart": "name. The worker is stopped and started again, also when it is FATAL. The reply "
                       "comes when it runs again or has failed to start.",
     "worker-stop": "name. The worker is stopped and is not started again until worker-start, "
@@ -465,7 +467,9 @@ def supervisor_section() -> list[str]:
     lines += [".SS Workers"]
     lines += _para("A configuration gives these workers, started in this order:")
     lines += _items([
-        ("storage", "The SMTP server that stores mail in the spool. There is none with --no-smtp."),
+        ("storage", "The SMTP server that stores mail in the spool. There is none with --no-smtp. With "
+                    "--storage-workers N there are N of them, storage, storage-2 and so on, accepting "
+                    "connections on the same listening socket."),
         ("proxy", "Instead of storage with --as-proxy or --immediate: the SMTP server that also forwards, "
                   "after each client session (--as-proxy, --forward-on-disconnect) or each message while "
                   "the client waits (--immediate)."),

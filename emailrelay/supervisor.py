@@ -54,7 +54,7 @@ from emailrelay import config, lifecycle, options, sdnotify, spool_view
 from emailrelay.lifecycle import WorkerState
 from emailrelay.log import Log, LogSettings
 from emailrelay.smtp_server import bind, format_address
-from emailrelay.spool import Spool
+from emailrelay.spool import Spool, default_spool_dir
 from emailrelay.workers.link import ENVIRONMENT, WorkerSpec
 from emailrelay.workers.runtime import StartupError
 
@@ -249,7 +249,7 @@ class Supervisor:
         self.configs = dict(units)
         self.spools: dict[str, Spool] = {}
         for unit, server in units:
-            spool = Spool(server.spool_dir or spool_view_default())
+            spool = Spool(server.spool_dir or default_spool_dir())
             spool.observer = lambda action, msg_id, detail, unit=unit: self.publish(
                 {"type": "message", "action": action, "msg": msg_id, "unit": unit, "worker": "supervisor",
                  "time": time.time()}
@@ -827,12 +827,6 @@ def _version() -> str:
     from emailrelay import __version__
 
     return __version__
-
-
-def spool_view_default() -> Path:
-    from emailrelay.spool import default_spool_dir
-
-    return default_spool_dir()
 
 
 def check(args: list[str]) -> tuple[list[str], tuple[options.Parsed, Units] | None]:

@@ -506,3 +506,28 @@ def test_storage_workers_share_the_listening_socket(supervise, spool):
     assert s.count(r"\[storage\] stored message") == 0
     result = s.ctl("restart", "storage-2")
     assert result.returncode == 0 and b"storage-2: RUNNING" in result.stdout
+
+
+def test_ctl_on_a_corrupt_envelope_and_a_message_in_flight(supervise, spool):
+    s = supervise()
+    send(s.port, "good")
+    (good,) = [p.name[: -len(".envelope")] for p in spool.glob("*.envelope")]
+    bad_id = "emailrelay.1.1795600000.1"
+    (spool / f"{bad_id}.content").write_bytes(b"Subject: x\r\n\r\nbody\r\n")
+    (spool / f"{bad_id}.envelope.bad").write_bytes(b"this is not an envelope\r\n")
+    listing = json.loads(s.ctl("failures", "--json").stdout)
+    (row,) = listing["messages"]
+    assert row["id"] == bad_id and row["error"] and "from" not in row  # listed, with why it cannot be read
+    result = s.ctl("failures")
+    assert result.returncode == 0 and bad_id.encode() in result.stdout and b"Traceback" not in result.stderr
+    result = s.ctl("show", bad_id)
+    assert result.returncode == 0 and b"this is not an envelope" in result.stdout and b"body" in result.stdout
+    result = s.ctl("retry", bad_id)
+    assert result.returncode == 0 and b"unreadable envelope" in result.stdout
+    assert (spool / f"{bad_id}.envelope.bad").exists()  # left as it was
+    (spool / f"{good}.envelope").rename(spool / f"{good}.envelope.busy")  # as a forwarder claims it
+    result = s.ctl("delete", good)
+    assert result.returncode == 4 and b"being forwarded" in result.stderr and b"try again" in result.stderr
+    assert (spool / f"{good}.envelope.busy").exists() and (spool / f"{good}.content").exists()
+    assert s.ctl("delete", bad_id).returncode == 0
+    assert not (spool / f"{bad_id}.envelope.bad").exists() and not (spool / f"{bad_id}.content").exists()
