@@ -99,6 +99,7 @@ class ForwardConfig:
     tls: ClientTls | None = None  # --client-tls or --client-tls-connection
     client_filter: Chain = Chain()  # --client-filter
     filter_timeout: int = 60
+    connections: int = 1  # --forward-connections: parallel connections to the next hop
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ class ServerConfig:
     no_smtp: bool = False  # --no-smtp: no SMTP listener
     admin_socket: str | None = None  # --admin-socket (supervise and ctl), absolute
     storage_workers: int = 1  # --storage-workers: SMTP workers under supervise
+    spool_sync: str = "filesystem"  # --spool-sync: "filesystem" (group syncfs) or "file" (fsync each)
     as_proxy: bool = False  # --as-proxy: supervise names its SMTP worker "proxy"
     user: str = "daemon"  # --user: the unprivileged identity (OPTIONS.md 7.3)
     unit: str = ""  # the instance name (OPTIONS.md section 5); "" = the unnamed one
@@ -200,6 +202,7 @@ def build(parsed: Parsed) -> ServerConfig:
     interface_warnings: list[str] = []
     config = ServerConfig(
         spool_dir=_path(parsed.value("spool-dir")),
+        spool_sync=_choice(parsed, "spool-sync", ("filesystem", "file")),
         port=number(parsed, "port", DEFAULT_PORT, maximum=65535),
         interfaces=smtp_interfaces(parsed.items("interface"), "smtp", interface_warnings),
         size=number(parsed, "size", 0),
@@ -394,6 +397,20 @@ def number(parsed: Parsed, name: str, default: int, *, maximum: int | None = Non
     return int(stripped)
 
 
+def _choice(parsed: Parsed, name: str, choices: tuple[str, ...]) -> str:
+    """One of a fixed set of words (the first is the default).
+
+    Raises:
+        ConfigError: ``invalid value for "--<name>": <value>: use a or b``.
+    """
+    text = parsed.value(name)
+    if text is None:
+        return choices[0]
+    if text.strip().lower() not in choices:
+        raise ConfigError(f"invalid value for \"--{name}\": {text}: use {' or '.join(choices)}")
+    return text.strip().lower()
+
+
 def _path(value: str | None) -> str | None:
     """A path option's value, with @app expanded and made absolute (a daemon changes to /)."""
     return None if value is None else os.path.abspath(expand_app(value))
@@ -487,6 +504,7 @@ def forward_config(parsed: Parsed) -> tuple[ForwardConfig | None, list[str]]:
         tls=client_tls(parsed),
         client_filter=filter_chain(parsed, "client-filter"),
         filter_timeout=number(parsed, "filter-timeout", 60),
+        connections=max(1, number(parsed, "forward-connections", 1, maximum=32)),
     ), warnings
 
 

@@ -233,6 +233,13 @@ EMAILRELAY_OPTIONS = OptionTable(
                help="Keep messages in this directory.",
                detail="Without this option the spool is /var/spool/emailrelay when that directory "
                       "is writable, otherwise a per-user state directory (see FILES in the man page)."),
+        Option("spool-sync", None, "<mode>", group=BASIC, default="filesystem",
+               help="How a stored message is made durable before its 250: filesystem or file.",
+               detail="filesystem (the default on Linux) writes the files of every message that arrives "
+                      "at about the same time, then makes them all durable with one syncfs(2) of the "
+                      "spool's file system before renaming them into place; file fsyncs each file and "
+                      "the directory, which also suits a spool on a busy shared file system. Both "
+                      "reply 250 only after the message is on disk."),
         Option("help", "h", group=BASIC, level=20,
                help="Show help and exit; add --verbose for every option."),
         Option("version", "V", group=BASIC, level=20,
@@ -274,6 +281,10 @@ EMAILRELAY_OPTIONS = OptionTable(
         Option("immediate", "m", group=CLIENT, level=31,
                help="Forward each message while the submitting client waits for its reply.",
                detail="Clients may time out: --forward-on-disconnect is usually better."),
+        Option("forward-connections", None, "<count>", group=CLIENT, default="1",
+               help="Forward over this many connections to the next server at once.",
+               detail="Each message still goes over one connection; more connections raise the rate "
+                      "when the next server is slow to answer. At most 32."),
         Option("retry-limit", None, "<count>", group=CLIENT, default="0",
                help="Give a failed message this many more tries when its failure was temporary.",
                detail="0 turns retries off. Messages refused with a 5xx reply are never retried."),

@@ -57,8 +57,10 @@ IMPLEMENTED = {
     "admin", "admin-terminate",
     # supervisor and process life (issue 7)
     "admin-socket", "user", "storage-workers",
+    # performance (issue 9)
+    "spool-sync", "forward-connections",
 }
-OURS = {"retry-limit", "retry-interval", "admin-socket", "storage-workers"}  # SPEC.md section 0 additions
+OURS = {"retry-limit", "retry-interval", "admin-socket", "storage-workers", "spool-sync", "forward-connections"}  # SPEC.md section 0 additions
 
 
 def parse(*args: str) -> Parsed:
