@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Forwarding throughput and memory benchmark for emailrelay.
 
-Six runs, each printed as one row of a table, in this order (the store-only
+Seven runs, each printed as one row of a table, in this order (the store-only
 reference first, before anything has been deleted):
 
 1. store only: Postfix's ``smtp-source`` (20 sessions, 3,000 messages of
@@ -21,10 +21,12 @@ reference first, before anything has been deleted):
    timed while it forwards them to smtp-sink.  Afterwards the spool must be
    empty and smtp-sink must have counted every message.  Target: at least
    1,000 messages/s.
-5. memory 10 KB: one 10 KB message forwarded with ``--as-client``;
-6. memory 100 MB: one 100 MB message (written in 64 KB chunks, so the
+5. forward, 4 connections: row 4 with ``--forward-connections 4`` added
+   (``--connections N``; 0 skips the row).  Target: faster than row 4.
+6. memory 10 KB: one 10 KB message forwarded with ``--as-client``;
+7. memory 100 MB: one 100 MB message (written in 64 KB chunks, so the
    benchmark itself stays small) forwarded with ``--as-client``.
-   Target: the forwarder's peak RSS grows by less than 5 MB over row 5.
+   Target: the forwarder's peak RSS grows by less than 5 MB over row 6.
 
 Peak RSS of an ``--as-client`` forwarder is ``VmHWM`` from
 ``/proc/<pid>/status`` polled every 10 ms until the process exits (VmHWM
@@ -43,7 +45,8 @@ Needs /usr/sbin/smtp-source and /usr/sbin/smtp-sink (Debian package
 Every process the script starts is stopped before it exits and its
 temporary directory is removed (unless ``--keep``).  It asserts nothing
 about speed; it exits 1 only if a run could not be carried out or a check
-(spool empty, smtp-sink count, exit code) failed.
+(spool empty, smtp-sink count, exit code) failed.  ``--json PATH`` also
+writes every figure to a JSON file (bench/run reads it).
 
 Run:  .venv/bin/python bench/forward.py [--quick] [--keep]
 """
@@ -75,15 +78,19 @@ from store import (
     cpu_seconds,
     emailrelay_command,
     ensure_postfix,
+    ext4_without_journal,
     filesystem_of,
     free_port,
+    git_commit,
     mb,
+    mb_or_none,
     proc_status_kib,
     run_emailrelay,
     run_source,
     size_label,
     wait_listening,
     workdir,
+    write_json,
 )
 
 from emailrelay.envelope import Envelope
@@ -286,6 +293,7 @@ def run_client(
     count: int,
     size: int,
     timeout: float,
+    extra: list[str] | None = None,
 ) -> tuple[Row, Sampled | None]:
     """Fill a spool, then time ``emailrelay --as-client`` forwarding it to smtp-sink."""
     row = Row(label, size, count, 1)
@@ -302,7 +310,7 @@ def run_client(
         row.fail(f"smtp-sink: {e}")
         return row, None
     try:
-        args = [exe, "--as-client", f"127.0.0.1:{sink.port}", "--spool-dir", str(spool_dir)]
+        args = [exe, "--as-client", f"127.0.0.1:{sink.port}", "--spool-dir", str(spool_dir), *(extra or [])]
         sampled = run_sampled(procs, args, log_path, timeout)
         row.seconds = sampled.seconds
         row.peak_rss_kib = sampled.hwm_kib
@@ -462,49 +470,6 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def ext4_without_journal(path: Path) -> bool:
-    """Whether path is on an ext4 file system that has no journal.
-
-    Such an ext4 avoids reusing an inode freed in the last 60 seconds (360
-    while its inode-table block is unwritten): each file creation reads past
-    every recently deleted inode of the group (the kernel's
-    ``recently_deleted()``), so a spool that deletes forwarded messages
-    while it stores new ones pays more per stored message the more it has
-    deleted in the last minutes.
-    """
-    mount = path.resolve()
-    while not os.path.ismount(mount) and mount != mount.parent:
-        mount = mount.parent
-    device = ""
-    try:
-        for line in Path("/proc/mounts").read_text().splitlines():
-            parts = line.split()
-            if len(parts) >= 3 and parts[1] == str(mount):
-                device = parts[0] if parts[2] == "ext4" else ""
-        task = Path(f"/sys/fs/ext4/{Path(os.path.realpath(device)).name}/journal_task")
-        return bool(device) and task.read_text().strip() == "<none>"
-    except OSError:
-        return False
-
-
-def git_commit() -> str:
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", "../emailrelay"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
-    return head + (" + uncommitted changes in emailrelay/" if dirty else "")
-
-
 # --------------------------------------------------------------------- main
 
 
@@ -520,6 +485,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--sessions", type=int, help="smtp-source sessions (default 20)")
     p.add_argument("--large-mb", type=int, help="size of the large message in MB (default 100; --quick 10)")
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=4,
+        help="--forward-connections of the second --as-client row (default 4; 0 skips the row)",
+    )
     p.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     p.add_argument("--keep", action="store_true", help="keep the spool directories and logs")
     p.add_argument(
@@ -537,6 +508,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=600.0,
         help="seconds allowed for one smtp-source or forwarder run (600)",
     )
+    p.add_argument("--json", metavar="PATH", help="also write every figure to this JSON file")
     args = p.parse_args(argv)
     args.messages = args.messages or (500 if args.quick else 5000)
     args.proxy_messages = args.proxy_messages or (300 if args.quick else 3000)
@@ -545,7 +517,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("messages", "proxy_messages", "sessions", "large_mb"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.connections < 0:
+        p.error("--connections must not be negative")
     return args
+
+
+def row_dict(r: Row) -> dict:
+    """One row for --json."""
+    return {
+        "label": r.label,
+        "size_bytes": r.size,
+        "messages_requested": r.requested,
+        "sessions": r.sessions,
+        "messages": r.sent,
+        "seconds": round(r.seconds, 4),
+        "msgs_per_s": round(r.msgs_per_s, 2) if r.ok else None,
+        "mb_per_s": round(r.mb_per_s, 3) if r.ok else None,
+        "e2e_seconds": round(r.e2e_seconds, 4) if r.e2e_seconds else None,
+        "e2e_msgs_per_s": round(r.e2e_msgs_per_s, 2) if r.ok and r.e2e_seconds else None,
+        "peak_rss_mb": mb_or_none(r.peak_rss_kib),
+        "target": r.target,
+        "error": r.error,
+        "notes": list(r.notes),
+        "log_problems": list(r.problems),
+    }
 
 
 def _terminated(signum: int, frame: object) -> None:
@@ -561,11 +556,15 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     large = args.large_mb * MB
     no_journal = False
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    spool_fs = "?"
+    figures: dict[str, float | None] = {}
     try:
         with workdir(args.tmp_dir, args.keep) as work:
             no_journal = ext4_without_journal(work)
+            spool_fs = filesystem_of(work) + (" (no journal)" if no_journal else "")
             print(
-                f"# emailrelay forwarding benchmark, {datetime.datetime.now().isoformat(timespec='seconds')}\n"
+                f"# emailrelay forwarding benchmark, {started}\n"
                 f"# {platform.node()}: {os.cpu_count()} cpus, Linux {platform.release()}, "
                 f"Python {platform.python_version()}, spool on {filesystem_of(work)}"
                 f"{' (no journal)' if no_journal else ''}, "
@@ -592,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 if row.ok and store_row.ok:
                     ratio = row.msgs_per_s / store_row.msgs_per_s
+                    figures[f"{tag}_over_store"] = round(ratio, 4)
+                    figures[f"{tag}_e2e_over_store"] = round(row.e2e_msgs_per_s / store_row.msgs_per_s, 4)
                     row.target = f"/store {ratio:.2f}, >= {RATIO_TARGET}: {verdict(ratio >= RATIO_TARGET)}"
                 rows.append(row)
 
@@ -605,6 +606,26 @@ def main(argv: list[str] | None = None) -> int:
                 )
             rows.append(forward)
 
+            if args.connections:
+                label = f"forward (--as-client, {args.connections} connections)"
+                print(f"  running {label} ...", flush=True)
+                parallel, _ = run_client(
+                    procs,
+                    exe,
+                    work,
+                    label,
+                    "forward-parallel",
+                    args.messages,
+                    SMALL,
+                    args.timeout,
+                    ["--forward-connections", str(args.connections)],
+                )
+                if parallel.ok and forward.ok:
+                    gain = parallel.msgs_per_s / forward.msgs_per_s
+                    figures["parallel_over_one_connection"] = round(gain, 4)
+                    parallel.target = f"/1 connection {gain:.2f}, > 1: {verdict(gain > 1.0)}"
+                rows.append(parallel)
+
             print("  running memory 10 KB ...", flush=True)
             small, _ = run_client(procs, exe, work, "memory 10 KB", "mem-small", 1, SMALL, args.timeout)
             small.target = "(reference)"
@@ -616,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
             if small.ok and big.ok and small.peak_rss_kib and big.peak_rss_kib:
                 growth = (big.peak_rss_kib - small.peak_rss_kib) / 1024
                 big.target = f"{growth:+.1f} MB, < {MEMORY_TARGET:.0f} MB: {verdict(growth < MEMORY_TARGET)}"
+                figures["memory_growth_mb"] = round(growth, 2)
             rows.append(big)
     finally:
         procs.stop_all()
@@ -646,6 +668,26 @@ def main(argv: list[str] | None = None) -> int:
         if r.error:
             failed = True
             print(f"  {r.label}: ERROR: {r.error}")
+    if args.json:
+        write_json(
+            args.json,
+            {
+                "script": "forward.py",
+                "date": started,
+                "spool_filesystem": spool_fs,
+                "emailrelay_commit": git_commit(),
+                "params": {
+                    "messages": args.messages,
+                    "proxy_messages": args.proxy_messages,
+                    "sessions": args.sessions,
+                    "large_mb": args.large_mb,
+                    "connections": args.connections,
+                },
+                "rows": [row_dict(r) for r in rows],
+                "figures": figures,
+                "ok": not failed,
+            },
+        )
     return 1 if failed else 0
 
 
