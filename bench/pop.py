@@ -3,7 +3,8 @@
 
 Three runs, each printed as one row of a table:
 
-1. 10 sessions: 1,000 messages of 10 KB, put by the library into ten
+1. 10 sessions: 1,000 messages of 10 KB (``--messages N``; ``--quick``
+   100), put by the library into ten
    --pop-by-name mailboxes (100 each: ``<spool>/user0`` ... ``user9``), are
    retrieved (RETR) and deleted (DELE, then QUIT) by 10 parallel Python
    poplib sessions, one per mailbox, against
@@ -13,9 +14,9 @@ Three runs, each printed as one row of a table:
    mailbox lock lets one session in at a time.)  Timed from the first
    connection to the last ``+OK signing off``, so the durable deletions are
    inside it.  Afterwards every mailbox must be empty.
-2. 1 session: the same 1,000 messages in the spool directory itself, one
-   poplib session, no --pop-by-name.
-3. memory 100 MB: one 100 MB message (written in 64 KB chunks, so this
+2. 1 session: the same number of messages in the spool directory itself,
+   one poplib session, no --pop-by-name.
+3. memory 100 MB: one 100 MB message (``--large-mb N``; ``--quick`` 20; written in 64 KB chunks, so this
    script stays small) retrieved by a raw socket client that counts and
    discards the bytes.  The figure is the emailrelay process's RSS growth:
    the highest ``VmRSS`` (``/proc/<pid>/status``, sampled every 5 ms during
@@ -29,14 +30,17 @@ are unique across mailboxes.  The POP port comes from the
 ``pop server on 127.0.0.1:<port>`` log line.  Units: MB is 2**20 bytes, KB
 2**10; a 10 KB message is 10240 bytes of content.  The script asserts
 nothing about speed; it exits 1 only if a run could not be carried out or a
-check failed.
+check failed.  ``--json PATH`` also writes the figures to a JSON file
+(bench/run reads it); ``--tmp-dir DIR`` puts the temporary directory there.
 
-Run:  .venv/bin/python bench/pop.py [--quick] [--keep]
+Run:  .venv/bin/python bench/pop.py [--quick] [--keep] [--messages N] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import platform
 import poplib
@@ -329,29 +333,77 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def row_dict(r: Row) -> dict:
+    """One row for --json."""
+    return {
+        "label": r.name,
+        "messages": r.messages,
+        "seconds": round(r.seconds, 4),
+        "msgs_per_s": round(r.msgs_per_s, 2) if r.seconds and not r.problems else None,
+        "mb_per_s": round(r.mb_per_s, 3) if r.seconds and not r.problems else None,
+        "rss_growth_mb": round(r.growth_kib / KB, 3) if r.growth_kib is not None else None,
+        "problems": list(r.problems),
+    }
+
+
+def write_json(path: str, data: dict) -> None:
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(target)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM: stop the server and clean up, as for Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="100 messages and a 20 MB message")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser.add_argument(
+        "--messages", type=int, help=f"messages per retrieval run (default {MESSAGES}; --quick 100)"
+    )
+    parser.add_argument("--large-mb", type=int, help="size of the large message in MB (default 100; --quick 20)")
+    parser.add_argument("--tmp-dir", metavar="DIR", help="where the temporary directory is made")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    messages = 100 if args.quick else MESSAGES
-    large = 20 * MB if args.quick else LARGE
-    work = Path(tempfile.mkdtemp(prefix="emailrelay-bench-pop-"))
+    messages = args.messages or (100 if args.quick else MESSAGES)
+    if messages < SESSIONS or messages % SESSIONS:
+        parser.error(f"--messages must be a multiple of {SESSIONS}")
+    large = (args.large_mb or (20 if args.quick else LARGE // MB)) * MB
+    signal.signal(signal.SIGTERM, _terminated)
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    work = Path(tempfile.mkdtemp(prefix="emailrelay-bench-pop-", dir=args.tmp_dir))
     auth = work / "pop.auth"
     auth.write_text("".join(f"server plain user{i} {PASSWORD}\n" for i in range(SESSIONS)))
     rows: list[Row] = []
+    error = ""
     try:
         rows.append(run_retrieval(work, auth, f"{SESSIONS} sessions by name", SESSIONS, messages))
         rows.append(run_retrieval(work, auth, "1 session", 1, messages))
         rows.append(run_memory(work, auth, large))
     except RuntimeError as e:
         print(f"bench/pop.py: {e}", file=sys.stderr)
+        error = str(e)
         return 1
     finally:
         if args.keep:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+        if args.json:
+            write_json(
+                args.json,
+                {
+                    "script": "pop.py",
+                    "date": started,
+                    "params": {"messages": messages, "sessions": SESSIONS, "large_mb": large // MB},
+                    "rows": [row_dict(r) for r in rows],
+                    "error": error,
+                    "ok": not error and not any(r.problems for r in rows),
+                },
+            )
     print(f"emailrelay POP3 benchmark on {platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}); 10 KB = {SMALL} bytes")
     print()
