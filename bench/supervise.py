@@ -11,9 +11,10 @@ RETR (no DELE) until the spool has drained.  Every --interval seconds psutil
 samples the supervisor and its ``children(recursive=True)``: RSS per process
 and summed, PSS summed.  Targets (printed, not asserted): whole set peak RSS
 < 150 MB, supervisor < 40 MB; MB is 2**20 bytes.  Exits 1 only if the run
-broke or a message was lost.  bench/README.md has the details and figures.
+broke or a message was lost.  ``--json PATH`` also writes the figures to a
+JSON file (bench/run reads it).  bench/README.md has the details and figures.
 
-Run:  .venv/bin/python bench/supervise.py [--quick] [--keep]
+Run:  .venv/bin/python bench/supervise.py [--quick] [--keep] [--json PATH]
 """
 
 from __future__ import annotations
@@ -265,7 +266,40 @@ def run(args: argparse.Namespace, work: Path, exe: str) -> int:
     for e in errors[:5]:
         print(f"ERROR: {e}")
     lost = count_file.stat().st_size != total or envelopes(spool)
-    return 1 if lost or any(not e.startswith("pop:") for e in errors) else 0
+    rc = 1 if lost or any(not e.startswith("pop:") for e in errors) else 0
+    if args.json:
+        r = lambda n: round(n / MB, 2)  # noqa: E731
+        processes = [
+            {"name": names.get(pid, "other"), "pid": pid, "idle_rss_mb": r(idle[pid]),
+             "peak_rss_mb": r(sampler.peak.get(pid, 0)), "vmhwm_mb": r(hwm.get(pid, 0)),
+             "after_rss_mb": r(after.get(pid, 0))}
+            for pid in idle
+        ] + [{"name": "new", "pid": pid, "peak_rss_mb": r(sampler.peak[pid])} for pid in set(sampler.peak) - set(idle)]
+        data = {
+            "script": "supervise.py",
+            "date": args.started,
+            "params": {"sessions": args.sessions, "messages": args.messages, "size": args.size,
+                       "pop_sessions": args.pop_sessions, "interval": args.interval},
+            "processes": processes,
+            "totals": {"idle_rss_mb": r(sum(idle.values())), "peak_rss_mb": r(sampler.peak_rss),
+                       "vmhwm_sum_mb": r(sum(hwm.values())), "after_rss_mb": r(sum(after.values())),
+                       "idle_pss_mb": r(idle_pss), "peak_pss_mb": r(sampler.peak_pss), "after_pss_mb": r(after_pss)},
+            "supervisor_peak_rss_mb": round(sup, 2),
+            "targets_mb": {"whole_set": TOTAL_TARGET_MB, "supervisor": SUPERVISOR_TARGET_MB},
+            "load": {"messages": total, "smtp_seconds": round(smtp_seconds, 3),
+                     "msgs_per_s": round(total / smtp_seconds, 1), "e2e_seconds": round(e2e_seconds, 3),
+                     "e2e_msgs_per_s": round(total / e2e_seconds, 1), "sink_count": count_file.stat().st_size,
+                     "backlog_peak": sampler.backlog, "samples": sampler.samples},
+            "pop": pop,
+            "restarts": restarts,
+            "log_problems": {"unexpected": len(unexpected), "expected": len(problems) - len(unexpected)},
+            "errors": errors,
+            "ok": rc == 0,
+        }
+        tmp = Path(args.json + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(args.json)
+    return rc
 
 
 def main() -> int:
@@ -279,12 +313,14 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="20 messages per session, for a smoke run")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (spool, log, config)")
     p.add_argument("--tmp-dir", metavar="DIR", help="where the temporary directory is made")
+    p.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
     args = p.parse_args()
+    args.started = datetime.datetime.now().isoformat(timespec="seconds")
     args.messages = args.messages or (20 if args.quick else 200)
     exe = shutil.which("emailrelay", path=str(Path(sys.executable).parent)) or "emailrelay"
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as for Ctrl-C
     work = Path(tempfile.mkdtemp(prefix="emailrelay-supervise-", dir=args.tmp_dir))
-    print(f"# emailrelay supervise memory benchmark, {datetime.datetime.now().isoformat(timespec='seconds')}, "
+    print(f"# emailrelay supervise memory benchmark, {args.started}, "
           f"{os.cpu_count()} cpus, Linux {platform.release()}, Python {platform.python_version()}\n"
           f"# {args.sessions} SMTP sessions x {args.messages} messages of {args.size} bytes, "
           f"{args.pop_sessions} POP sessions; work dir {work}", flush=True)
