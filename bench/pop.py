@@ -183,6 +183,7 @@ class Row:
     seconds: float = 0.0
     octets: int = 0
     growth_kib: int | None = None
+    before_kib: int | None = None  # VmRSS just before the large RETR
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -305,6 +306,7 @@ def run_memory(work: Path, auth: Path, size: int) -> Row:
             if hwm > hwm_before:
                 peak[0] = max(peak[0], hwm)
             row.growth_kib = peak[0] - before
+            row.before_kib = before
             command("QUIT")
         row.messages = 1
         row.octets = received - 3
@@ -342,6 +344,7 @@ def row_dict(r: Row) -> dict:
         "msgs_per_s": round(r.msgs_per_s, 2) if r.seconds and not r.problems else None,
         "mb_per_s": round(r.mb_per_s, 3) if r.seconds and not r.problems else None,
         "rss_growth_mb": round(r.growth_kib / KB, 3) if r.growth_kib is not None else None,
+        "rss_before_mb": round(r.before_kib / KB, 2) if r.before_kib is not None else None,
         "problems": list(r.problems),
     }
 
