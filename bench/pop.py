@@ -420,4 +420,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the server has been stopped by then
+        sys.exit("pop.py: interrupted; the server it started has been stopped")
