@@ -5,10 +5,11 @@ crash, in the qmail order: write the data, fsync it, rename it into place,
 fsync the directory that holds the name.  E-MailRelay 2.6 never fsyncs;
 we do (SPEC.md section 0, "durability").
 
-`DirectorySyncer` lets many concurrent commits in one directory share a
-single directory fsync (group commit): each caller is released only by an
-fsync that *started after* the caller's rename, so no caller is told its
-rename is durable before it is.
+`GroupCommitter` lets many concurrent commits in one directory share their
+barriers (group commit): by default one syncfs(2) of the file system per
+cycle instead of two fsyncs per message and one per directory; each caller
+is released only by a barrier that *started after* its rename, so no
+caller is told its message is durable before it is.
 
 Failures raise OSError to the caller, which owns the clean-up of its own
 half-written files.  This module knows nothing about spool states or file
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import asyncio
+    from collections.abc import Callable
 
 #: File mode for every spool file we create (SPEC.md 1.5: umask 007, -rw-rw----).
 FILE_MODE = 0o660
@@ -104,89 +106,185 @@ def _unlink_quietly(path: str | os.PathLike[str]) -> None:
         pass
 
 
-class DirectorySyncer:
-    """Group commit of renames and directory fsyncs for one directory, for asyncio code.
+#: How a group commit makes written files and renames durable (--spool-sync).
+SYNC_FILESYSTEM = "filesystem"  # one syncfs(2) of the directory's file system per cycle
+SYNC_FILE = "file"  # fsync each written file, and the directory once per cycle
 
-    `await syncer.sync()` returns once an fsync of the directory that began
-    after the call has completed.  `await syncer.rename(src, dst)` renames
-    in the same worker thread, then waits for that fsync: the event loop
-    never waits on the file system for a commit.  While one batch runs,
-    every caller that arrives waits for the next one, so N concurrent
-    commits cost about two thread hops and two directory fsyncs instead of N.
-    A rename's own error (the file is gone, say) goes to its caller alone;
-    an fsync error goes to every caller of that batch.
+
+def syncfs_available() -> bool:
+    """True where libc has syncfs(2) (Linux)."""
+    return _syncfs() is not None
+
+
+_syncfs_function: object = None
+
+
+def _syncfs() -> Callable[[int], None] | None:
+    """syncfs(fd) as a function raising OSError, or None where there is none."""
+    global _syncfs_function
+    if _syncfs_function is None:
+        _syncfs_function = False
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            function = libc.syncfs
+        except (OSError, AttributeError):
+            return None
+        function.argtypes = [ctypes.c_int]
+        function.restype = ctypes.c_int
+
+        def call(fd: int) -> None:
+            if function(fd) != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, os.strerror(code))
+
+        _syncfs_function = call
+    return _syncfs_function or None  # type: ignore[return-value]
+
+
+class _Job:
+    __slots__ = ("write", "rename", "future", "error")
+
+    def __init__(
+        self,
+        write: Callable[[bool], None] | None,
+        rename: Callable[[], tuple[Path, Path]] | None,
+        future: asyncio.Future[None],
+    ) -> None:
+        self.write = write
+        self.rename = rename
+        self.future = future
+        self.error: BaseException | None = None
+
+
+class GroupCommitter:
+    """Group commit of writes and renames in one directory, for asyncio code.
+
+    `await committer.commit(write, rename)` returns once the files that
+    `write` creates are durable and, if `rename` is given, the rename it
+    names is durable too: the qmail order, shared between every caller
+    that arrives at about the same time.  `write(sync_each)` is a blocking
+    function run in the committer's thread; it creates and writes files and
+    fsyncs each one itself when `sync_each` is true.  `rename()` returns
+    (src, dst), computed after `write` ran.
+
+    One thread runs *cycles* while there is work, each:
+
+    1. every job that arrived since the last cycle writes its files;
+    2. one barrier: in ``filesystem`` mode one syncfs(2) of the directory's
+       file system (Linux: it waits until every dirty file and the journal
+       are on disk, as fsync would for each file); in ``file`` mode the
+       files were fsynced by their writers and the directory is fsynced;
+    3. the jobs of step 1 without a rename, and the renames of the last
+       cycle, are done: their callers are released;
+    4. the renames of this cycle's jobs; the next cycle's barrier makes
+       them durable (a last cycle with no new jobs is just the barrier).
+
+    So a rename never happens before its files are durable, no caller is
+    released before its rename is durable, and under load one barrier per
+    cycle serves every session's messages.  With `enabled` false there are
+    no barriers (tests and tools that fill spools).  An error of a job's own
+    write or rename goes to that caller alone; a barrier's error to every
+    caller it covered.  The caller owns the clean-up of its own files.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *, enabled: bool = True) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, mode: str = SYNC_FILESYSTEM, enabled: bool = True) -> None:
         self._directory = Path(directory)
         self._enabled = enabled
-        self._renames: list[tuple[Path, Path, asyncio.Future[None]]] = []
-        self._next: asyncio.Future[None] | None = None
+        self.mode = mode if mode == SYNC_FILE or syncfs_available() else SYNC_FILE
+        self._queue: list[_Job] = []
         self._running = False
+        self._fd = -1
 
-    async def sync(self) -> None:
+    async def commit(
+        self,
+        write: Callable[[bool], None] | None,
+        rename: Callable[[], tuple[Path, Path]] | None = None,
+    ) -> None:
         import asyncio
 
-        if not self._enabled:
-            return
-        await asyncio.shield(self._join())
-
-    async def rename(self, src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-        """rename(2) then a directory fsync, both off the event loop (inline when fsync is off)."""
-        import asyncio
-
-        if not self._enabled:
-            os.rename(src, dst)
-            return
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._renames.append((Path(src), Path(dst), mine))
-        batch = self._join()
-        await asyncio.shield(mine)  # the rename itself (its own error)
-        await asyncio.shield(batch)  # and the fsync after it
-
-    def _join(self) -> asyncio.Future[None]:
-        import asyncio
-
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-            if not self._running:
-                asyncio.get_running_loop().create_task(self._run())
-        return self._next
+        loop = asyncio.get_running_loop()
+        job = _Job(write, rename, loop.create_future())
+        self._queue.append(job)
+        if not self._running:
+            self._running = True
+            loop.create_task(self._run())
+        await asyncio.shield(job.future)
 
     async def _run(self) -> None:
         import asyncio
 
-        self._running = True
+        renamed: list[_Job] = []
         try:
-            while self._next is not None:
-                future, self._next = self._next, None
-                renames, self._renames = self._renames, []
-                outcomes: list[OSError | None] = []
+            while self._queue or renamed:
+                new, self._queue = self._queue, []
                 try:
-                    await asyncio.to_thread(self._batch, renames, outcomes)
-                except OSError as e:
-                    future.set_exception(e)
-                else:
-                    future.set_result(None)
-                for (_, _, waiter), outcome in zip(renames, outcomes):
-                    if outcome is None:
-                        waiter.set_result(None)
-                    else:
-                        waiter.set_exception(outcome)
-                for _, _, waiter in renames[len(outcomes):]:  # the thread stopped early
-                    if not waiter.done():
-                        waiter.set_exception(OSError(errno.EIO, "rename not done"))
-                if future.exception() is not None:
-                    future.exception()  # retrieved: each waiter reports it
+                    finished, renamed = await asyncio.to_thread(self._cycle, new, renamed)
+                except BaseException as e:  # the thread itself failed: nobody's commit is known durable
+                    for job in new + renamed:
+                        job.error = job.error or OSError(errno.EIO, f"commit failed: {e}")
+                    finished, renamed = new + renamed, []
+                for job in finished:
+                    if not job.future.done():
+                        if job.error is None:
+                            job.future.set_result(None)
+                        else:
+                            job.future.set_exception(job.error)
         finally:
             self._running = False
+            for job in renamed + self._queue:  # only when cancelled at shutdown
+                if not job.future.done():
+                    job.future.set_exception(OSError(errno.EIO, "commit interrupted"))
 
-    def _batch(self, renames: list[tuple[Path, Path, object]], outcomes: list[OSError | None]) -> None:
-        for src, dst, _ in renames:
+    def _cycle(self, new: list[_Job], renamed: list[_Job]) -> tuple[list[_Job], list[_Job]]:
+        """One cycle (class docstring), in the committer's thread: (jobs done, jobs renamed)."""
+        sync_each = self._enabled and self.mode == SYNC_FILE
+        done: list[_Job] = []
+        written: list[_Job] = []
+        for job in new:
+            if job.write is not None:
+                try:
+                    job.write(sync_each)
+                except Exception as e:  # noqa: BLE001 - the caller gets it
+                    job.error = e
+                    done.append(job)
+                    continue
+            written.append(job)
+        if self._enabled and (written or renamed):
             try:
-                os.rename(src, dst)
+                self._barrier()
             except OSError as e:
-                outcomes.append(e)
+                for job in written + renamed:
+                    job.error = e
+                return done + written + renamed, []
+        done += renamed
+        renamed = []
+        for job in written:
+            if job.rename is None:
+                done.append(job)
+                continue
+            try:
+                os.rename(*job.rename())
+            except OSError as e:
+                job.error = e
+                done.append(job)
             else:
-                outcomes.append(None)
-        fsync_directory(self._directory)
+                renamed.append(job)
+        if not self._enabled:
+            done += renamed
+            renamed = []
+        return done, renamed
+
+    def _barrier(self) -> None:
+        if self._fd < 0:
+            self._fd = os.open(self._directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if self.mode == SYNC_FILESYSTEM:
+            _syncfs()(self._fd)  # type: ignore[misc]
+        else:
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)

@@ -24,7 +24,6 @@ import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from emailrelay import COMPATIBLE_VERSION, __version__, lifecycle
 from emailrelay import admin_protocol as proto
@@ -151,9 +150,11 @@ SPOOL_FILES = [
 
 # SPEC.md section 0, one entry per row: where we differ from E-MailRelay 2.6 on purpose.
 SPEC_DIFFERENCES = [
-    ("durability", "Content files are fsynced; the envelope is written as .envelope.new, fsynced and "
-     "renamed to .envelope, and the directory is fsynced, all before the 250 reply. E-MailRelay 2.6 "
-     "never fsyncs."),
+    ("durability", "Every stored message is on disk before the 250 reply: the content and the "
+     ".envelope.new are written and made durable, the envelope is renamed to .envelope, and the rename "
+     "is made durable. By default (--spool-sync filesystem, on Linux) the messages of all sessions that "
+     "arrive at about the same time share one syncfs(2) of the spool's file system for each of those "
+     "steps; --spool-sync file fsyncs each file and the directory instead. E-MailRelay 2.6 never fsyncs."),
     ("ownership and recovery", "A forwarder holds an advisory lock on each .busy file it works on; a "
      ".busy file without a lock holder goes back to ready. .envelope.new files and content files without "
      "an envelope whose process has gone are removed. Recovery runs at start-up (and at each poll) and "
@@ -1061,10 +1062,9 @@ def tui_palette_entries() -> list[tuple[str, str]]:
     """(title, help) of every command palette entry of emailrelay-tui, in the order the app lists them."""
     from types import SimpleNamespace
 
-    from emailrelay.tui.app import EmailRelayApp
-
     # palette_entries() reads the PALETTE of each view it is given: the view classes will do.
     from emailrelay.tui import keys
+    from emailrelay.tui.app import EmailRelayApp
 
     views = keys.view_classes()
     stand_in = SimpleNamespace(views=lambda: views)

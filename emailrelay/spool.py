@@ -16,7 +16,10 @@ costs the event loop no file creation (2.6 creates it at MAIL FROM).
 Every state change is one rename(2).  A commit is: content fsynced,
 ``.envelope.new`` written and fsynced, renamed to ``.envelope``, the
 directory fsynced; only then may the caller reply 250 (SPEC.md section 0).
-Concurrent asyncio commits share directory fsyncs (durable.DirectorySyncer).
+Concurrent asyncio commits are written and made durable together
+(durable.GroupCommitter): by default one syncfs(2) of the spool's file
+system covers every message of a cycle (--spool-sync filesystem); with
+--spool-sync file each file and the directory are fsynced.
 
 Recovery (`Spool.recover`) removes what dead writers left behind: a
 ``.envelope.new`` or an envelope-less ``.content`` whose id's pid is not a
@@ -265,11 +268,14 @@ class Claim:
 class Spool:
     """One spool directory, with its own message-id sequence counter."""
 
-    def __init__(self, directory: str | os.PathLike[str], *, fsync: bool = True) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], *, fsync: bool = True, sync_mode: str = durable.SYNC_FILESYSTEM
+    ) -> None:
         self.directory = Path(directory)
         self._fsync = fsync
+        self._sync_mode = sync_mode  # --spool-sync (durable.GroupCommitter)
         self._seq = 0
-        self._syncer: durable.DirectorySyncer | None = None
+        self._committer: durable.GroupCommitter | None = None
         #: Called as observer(action, msg_id, detail) after a state change (module docstring).
         self.observer: Callable[[str, str, str], None] | None = None
 
@@ -311,13 +317,13 @@ class Spool:
         """Allocate an id for a new message (its content file comes later)."""
         return NewMessage(self, self.new_id())
 
-    def _prepare(self, msg: NewMessage, envelope: Envelope) -> None:
-        """Flush and fsync the content, then write and fsync the .envelope.new."""
+    def _write(self, msg: NewMessage, envelope: Envelope, sync: bool) -> None:
+        """Flush the content and write the ``.envelope.new``, fsyncing each if `sync`."""
         msg.flush()
-        if self._fsync:
+        if sync:
             os.fsync(msg._fd)
         msg.close()
-        durable.write_file_durably(msg.new_envelope_path, serialise(envelope), sync=self._fsync)
+        durable.write_file_durably(msg.new_envelope_path, serialise(envelope), sync=sync)
 
     def commit_sync(self, msg: NewMessage, envelope: Envelope) -> None:
         """Make the message durable and READY (blocking; for command-line tools).
@@ -325,7 +331,7 @@ class Spool:
         On failure the partial files are removed and the OSError re-raised.
         """
         try:
-            self._prepare(msg, envelope)
+            self._write(msg, envelope, self._fsync)
             os.rename(msg.new_envelope_path, msg.envelope_path)
         except BaseException:
             self.discard(msg)
@@ -333,60 +339,70 @@ class Spool:
         if self._fsync:
             durable.fsync_directory(self.directory)
 
+    @property
+    def committer(self) -> durable.GroupCommitter:
+        if self._committer is None:
+            self._committer = durable.GroupCommitter(self.directory, mode=self._sync_mode, enabled=self._fsync)
+        return self._committer
+
     async def commit(self, msg: NewMessage, envelope: Envelope) -> None:
-        """Make the message durable and READY without blocking the event loop.
+        """Write the message and make it durable and READY, without blocking the event loop.
 
-        The content and envelope fsyncs run in a worker thread; directory
-        fsyncs are shared between concurrent commits.  Returns only when the
-        READY name is durable.  On failure nothing is left READY.
+        The files are written in the group committer's thread, together
+        with those of concurrent commits (durable.GroupCommitter).  Returns
+        only when the READY name is durable.  On failure nothing is left
+        READY and the error is re-raised.
         """
-        await self.prepare(msg, envelope)
-        await self.finish(msg)
-
-    async def prepare(self, msg: NewMessage, envelope: Envelope) -> None:
-        """The NEW state: content and ``.envelope.new`` durable (server filters run now).
-
-        On failure the partial files are removed and the error re-raised.
-        """
-        import asyncio  # not at module level: emailrelay-submit must start fast
-
         try:
-            await asyncio.to_thread(self._prepare, msg, envelope)
-        except BaseException:
-            self.discard(msg)
-            raise
-
-    async def finish(self, msg: NewMessage, *, missing_ok: bool = False) -> bool:
-        """NEW -> READY, durably.  Returns False if the files were gone (a filter took them).
-
-        With `missing_ok` a vanished ``.envelope.new`` is not an error (the
-        abandon result of SPEC.md 1.3 #4a).  On any other failure nothing is
-        left READY and the error is re-raised.
-        """
-        if self._syncer is None:
-            self._syncer = durable.DirectorySyncer(self.directory, enabled=self._fsync)
-        try:
-            # the rename and the directory fsync run in the syncer's thread, in batches
-            await self._syncer.rename(msg.new_envelope_path, msg.envelope_path)
-        except FileNotFoundError:
-            if missing_ok:
-                return False
-            self.discard(msg)
-            raise
+            await self.committer.commit(
+                lambda sync: self._write(msg, envelope, sync), lambda: (msg.new_envelope_path, msg.envelope_path)
+            )
         except BaseException:
             # The rename may or may not be durable: withdraw the message, as
             # the client is about to be told it was not accepted.
             self.discard(msg)
             raise
         self._tell("stored", msg.id)
+
+    async def prepare(self, msg: NewMessage, envelope: Envelope) -> None:
+        """The NEW state: content and ``.envelope.new`` durable (server filters run now).
+
+        On failure the partial files are removed and the error re-raised.
+        """
+        try:
+            await self.committer.commit(lambda sync: self._write(msg, envelope, sync))
+        except BaseException:
+            self.discard(msg)
+            raise
+
+    async def finish(self, msg: NewMessage, *, missing_ok: bool = False, rewritten: bool = False) -> bool:
+        """NEW -> READY, durably.  Returns False if the files were gone (a filter took them).
+
+        `rewritten`: a filter may have changed the files, so they are made
+        durable again before the rename.  With `missing_ok` a vanished
+        ``.envelope.new`` is not an error (the abandon result of SPEC.md 1.3
+        #4a).  On any other failure nothing is left READY and the error is
+        re-raised.
+        """
+
+        def resync(sync: bool) -> None:
+            if sync:
+                _fsync_paths(msg.content_path, msg.new_envelope_path)
+
+        try:
+            await self.committer.commit(
+                resync if rewritten else None, lambda: (msg.new_envelope_path, msg.envelope_path)
+            )
+        except FileNotFoundError:
+            if missing_ok:
+                return False
+            self.discard(msg)
+            raise
+        except BaseException:
+            self.discard(msg)
+            raise
+        self._tell("stored", msg.id)
         return True
-
-    async def resync(self, msg: NewMessage) -> None:
-        """fsync the content and ``.envelope.new`` again (a filter may have rewritten them)."""
-        import asyncio
-
-        if self._fsync:
-            await asyncio.to_thread(_fsync_paths, msg.content_path, msg.new_envelope_path)
 
     def forget(self, msg: NewMessage) -> None:
         """Close an uncommitted message's files without removing them (a filter owns them now)."""

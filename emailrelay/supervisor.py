@@ -889,7 +889,7 @@ def run(prog: str, args: list[str]) -> int:
             sys.stderr.write(f"{prog}: error: cannot create file: {pid_file.path}: {(e.strerror or str(e)).lower()}\n")
             return 1
     try:
-        return asyncio.run(supervisor.run())
+        return runtime.run_event_loop(supervisor.run())
     except runtime.StartupError as e:
         sys.stderr.write(f"{prog}: error: {e}\n")
         return e.code

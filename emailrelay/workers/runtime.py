@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from emailrelay import COMPATIBLE_VERSION, __version__, durable
 from emailrelay.config import ServerConfig
@@ -20,6 +22,35 @@ from emailrelay.smtp_client import ClientSettings
 from emailrelay.spool import Spool, SpoolError, check_spool_dir, default_spool_dir
 
 VERSION_TEXT = f"emailrelay {__version__} (E-MailRelay {COMPATIBLE_VERSION} compatible)"
+
+
+#: EMAILRELAY_LOOP=asyncio keeps the standard event loop where uvloop is installed.
+LOOP_ENV = "EMAILRELAY_LOOP"
+
+
+def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
+    """`asyncio.run(main)`, on uvloop when it is installed (the ``fast`` extra).
+
+    uvloop is optional: without it, or with ``EMAILRELAY_LOOP=asyncio`` in
+    the environment, the standard loop runs the same code.
+    """
+    if os.environ.get(LOOP_ENV, "").lower() != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(main)
+    import asyncio
+
+    return asyncio.run(main)
+
+
+def event_loop_name() -> str:
+    """What `run_event_loop` runs on, for the start-up log: ``uvloop`` or ``asyncio``."""
+    import asyncio
+
+    return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
 
 
 class StartupError(Exception):
@@ -59,7 +90,7 @@ def open_spool(config: ServerConfig, log: Log) -> Spool:
         check_spool_dir(directory)
     except (SpoolError, OSError) as e:
         raise StartupError(str(e)) from None
-    spool = Spool(directory.absolute())
+    spool = Spool(directory.absolute(), sync_mode=config.spool_sync)
     log.info(f"spool directory: {spool.directory}")
     spool.recover(log=log.info)
     spool.recover_busy(log=log.info)
@@ -123,6 +154,7 @@ def forward_settings(config: ServerConfig, domain: str):  # noqa: ANN201 - Forwa
         client=client,
         forward_to_some=f.forward_to_some,
         retry_limit=f.retry_limit,
+        connections=f.connections,
         retry_interval=f.retry_interval,
     )
 

@@ -46,7 +46,6 @@ from emailrelay.workers import runtime
 from emailrelay.workers.forward import Forwarder, ForwardSettings
 from emailrelay.workers.link import Link, WorkerSpec
 
-
 #: Seconds a supervised worker's sessions may run on after SIGTERM.
 WORKER_DRAIN = 8.0
 
@@ -96,31 +95,33 @@ class SpoolHandler:
             mail_from_auth_in=transaction.auth_in,
             utf8_mailbox_names=transaction.utf8_names,
         )
+        if not self.policy.filter:  # the common case: written and committed in one group commit
+            try:
+                await self.spool.commit(msg, envelope)  # type: ignore[arg-type]
+            except OSError as e:
+                return self._cannot_store(msg, e)  # type: ignore[arg-type]
+            return await self._stored(msg)  # type: ignore[arg-type]
         try:
             await self.spool.prepare(msg, envelope)  # type: ignore[arg-type]
         except OSError as e:
-            reason = (e.strerror or str(e)).lower()
-            self.log.error(f"cannot store message {msg.id}: {reason}")  # type: ignore[union-attr]
-            return f"452 cannot store message: {reason}"
-        verdict = filters.OK
-        if self.policy.filter:
-            context = filters.FilterContext(
-                spool_dir=str(self.spool.directory),
-                msg_id=msg.id,
-                domain=self.policy.domain,
-                delivery_dir=self.policy.delivery_dir,
-                new_id=self.spool.new_id,
-            )
-            verdict = await self.policy.filter.run(
-                str(msg.content_path), str(msg.new_envelope_path), client=False,
-                timeout=self.policy.filter_timeout, context=context,
-            )
-            for warning in filters.drain_warnings():
-                self.log.warning(warning)
-            if not session.is_connected():  # SPEC.md 1.3 #5: a disconnect before the commit drops it
-                self.spool.discard(msg)  # type: ignore[arg-type]
-                self.log.warning(f"message {msg.id} dropped: the client disconnected while the filter ran")
-                return "451 client disconnected"
+            return self._cannot_store(msg, e)  # type: ignore[arg-type]
+        context = filters.FilterContext(
+            spool_dir=str(self.spool.directory),
+            msg_id=msg.id,
+            domain=self.policy.domain,
+            delivery_dir=self.policy.delivery_dir,
+            new_id=self.spool.new_id,
+        )
+        verdict = await self.policy.filter.run(
+            str(msg.content_path), str(msg.new_envelope_path), client=False,
+            timeout=self.policy.filter_timeout, context=context,
+        )
+        for warning in filters.drain_warnings():
+            self.log.warning(warning)
+        if not session.is_connected():  # SPEC.md 1.3 #5: a disconnect before the commit drops it
+            self.spool.discard(msg)  # type: ignore[arg-type]
+            self.log.warning(f"message {msg.id} dropped: the client disconnected while the filter ran")
+            return "451 client disconnected"
         try:
             return await self._finish(msg, verdict)  # type: ignore[arg-type]
         finally:
@@ -140,12 +141,19 @@ class SpoolHandler:
                 kept = await self.spool.finish(msg, missing_ok=True)
                 self.log.info(f"message {msg.id} {'kept' if kept else 'taken'} by the filter")
                 return "250 message processed"
-            if self.policy.filter:
-                await self.spool.resync(msg)
-            await self.spool.finish(msg)
+            await self.spool.finish(msg, rewritten=True)
         except OSError as e:
             self.log.error(f"cannot commit message {msg.id}: {(e.strerror or str(e)).lower()}")
             return "452 rejected"
+        return await self._stored(msg)
+
+    def _cannot_store(self, msg: NewMessage, e: OSError) -> str:
+        reason = (e.strerror or str(e)).lower()
+        self.log.error(f"cannot store message {msg.id}: {reason}")
+        return f"452 cannot store message: {reason}"
+
+    async def _stored(self, msg: NewMessage) -> str:
+        """The reply for a message now READY (forwarded first with --immediate)."""
         self.log.info(f"stored message {msg.id} ({msg.size} bytes)")
         if self.forwarder is not None:
             reply, self._client = await self.forwarder.forward_now(msg.id, self._client)
@@ -266,7 +274,7 @@ def run(config: ServerConfig | list[ServerConfig], spec: WorkerSpec | None = Non
         return e.code
     if spec is not None:
         try:
-            return asyncio.run(_serve(units, spec))
+            return runtime.run_event_loop(_serve(units, spec))
         except KeyboardInterrupt:
             return 130
     busy = any(u.listening or (u.config.forward and (u.config.forward.at_startup or u.config.forward.poll)) for u in units)
@@ -277,7 +285,7 @@ def run(config: ServerConfig | list[ServerConfig], spec: WorkerSpec | None = Non
     if pid_file is None:
         return 1
     try:
-        return asyncio.run(_serve(units))
+        return runtime.run_event_loop(_serve(units))
     except KeyboardInterrupt:
         return 130
     finally:
@@ -308,6 +316,7 @@ async def _serve(units: list[_Unit], spec: WorkerSpec | None = None) -> int:
     if link is not None:
         await link.open(lambda: on_signal(signal.SIGTERM))
     stops = [await _start_unit(unit, on_signal, link, spec) for unit in units]
+    units[0].log.verbose(f"event loop: {runtime.event_loop_name()}")
     if units[0].config.log.close_stderr:
         _close_stderr()
     if link is not None:

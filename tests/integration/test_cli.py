@@ -108,6 +108,12 @@ def test_semantic_error() -> None:
                              "--as-client, --as-server or --as-proxy\n")
     result = emailrelay("--no-daemon", "--port=abc")
     assert result.returncode == 1 and result.stderr == 'emailrelay: usage error: invalid value for "--port": abc\n'
+    result = emailrelay("--no-daemon", "--spool-sync=never")
+    assert result.returncode == 1
+    assert result.stderr == 'emailrelay: usage error: invalid value for "--spool-sync": never: use filesystem or file\n'
+    result = emailrelay("--no-daemon", "--forward-to=127.0.0.1:25", "--forward-connections=33")
+    assert result.returncode == 1
+    assert result.stderr == 'emailrelay: usage error: invalid value for "--forward-connections": 33\n'
 
 
 def test_subcommands_only_as_the_first_argument() -> None:

@@ -14,16 +14,21 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from emailrelay.envelope import parse
 
 from .conftest import command, needs_root, run, spool_files
 from .smtpraw import RawSmtp
 from .test_storage import body_of, message, stored
 
+SYNC_MODES = pytest.mark.parametrize("sync", ["filesystem", "file"])
+
 
 @needs_root
-def test_full_disk_gives_452_and_leaves_no_partial_message(relay, tiny_spool):
-    r = relay(spool_dir=tiny_spool)
+@SYNC_MODES
+def test_full_disk_gives_452_and_leaves_no_partial_message(relay, tiny_spool, sync):
+    r = relay("--spool-sync", sync, spool_dir=tiny_spool)
     with RawSmtp(r.port) as c:
         c.start_data()
         c.send(b"Subject: too big for the disk\r\n\r\n" + (b"x" * 998 + b"\r\n") * 2000 + b".\r\n")
@@ -76,9 +81,10 @@ def test_sigterm_drops_unfinished_messages_and_exits_143(relay, spool):
     assert spool_files(spool) == []
 
 
-def test_crash_keeps_every_acknowledged_message(relay, spool):
+@SYNC_MODES
+def test_crash_keeps_every_acknowledged_message(relay, spool, sync):
     """SIGKILL while many sessions send: every 250 is in the spool, complete and ready."""
-    r = relay()
+    r = relay("--spool-sync", sync)
     acknowledged: dict[int, bytes] = {}
     lock = threading.Lock()
     stop = threading.Event()
