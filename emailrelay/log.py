@@ -28,6 +28,9 @@ from dataclasses import dataclass
 
 MAX_LINE = 1000
 
+#: Where syslog(3) sends (glibc's _PATH_LOG).
+SYSLOG_SOCKET = "/dev/log"
+
 FACILITIES = ("mail", "user", "daemon", *(f"local{i}" for i in range(8)))
 
 
@@ -56,6 +59,8 @@ class Log:
         self._file_name = ""
         self._file = None
         self._syslog = None
+        self._syslog_checked_at = -2.0  # time.monotonic() of the last look at SYSLOG_SOCKET
+        self._syslog_present = False
         if settings.enabled and settings.syslog:
             import syslog
 
@@ -108,13 +113,27 @@ class Log:
                 _write(stream, line)
         else:
             _write(sys.stderr, line)
-        if self._syslog is not None and level != "debug":
+        if self._syslog is not None and level != "debug" and self._syslog_listening():
             priority = {
                 "info": self._syslog.LOG_INFO,
                 "warning": self._syslog.LOG_WARNING,
                 "error": self._syslog.LOG_ERR,
             }[level]
             self._syslog.syslog(priority, line[:-1])
+
+    def _syslog_listening(self) -> bool:
+        """Whether the syslog socket exists, looked at once a second.
+
+        syslog(3) tries to connect to /dev/log on every call while nobody
+        listens there (a container, a machine without a syslog daemon), which
+        costs more than the rest of the line; a daemon that starts later is
+        found within a second.
+        """
+        now = time.monotonic()
+        if now >= self._syslog_checked_at + 1.0:
+            self._syslog_checked_at = now
+            self._syslog_present = os.path.exists(SYSLOG_SOCKET)
+        return self._syslog_present
 
     def _log_file(self):  # noqa: ANN202 - a text stream or None
         assert self.settings.file
