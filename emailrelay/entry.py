@@ -17,10 +17,15 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
 
 from emailrelay import options
-from emailrelay.options import OptionTable, Parsed, program_name
+from emailrelay.options import program_name
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: console scripts start here
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from emailrelay.options import OptionTable, Parsed
 
 
 def main(run: Callable[[str, list[str]], int], argv: Sequence[str] | None, default_prog: str) -> int:

@@ -38,6 +38,12 @@ trailing arguments are not split; with ``--bcc-split`` each Bcc copy gets
 ``bcc: <address>`` where the first Bcc field was, and ``--content-to`` lists
 only the non-Bcc recipients; an input without any blank line is all header.
 
+Start-up (bench/submit.py measures it; tests/unit/test_submit_imports.py
+guards it): the classes here are plain classes, not dataclasses, and typing
+is not imported, since importing either costs milliseconds (see
+:mod:`emailrelay.options`); the spool, base64 (``--content``) and
+email.utils (addresses taken from headers) are imported where they are used.
+
 Not responsible for: option syntax (:mod:`emailrelay.options`), file names,
 states and durability (:mod:`emailrelay.spool`), the envelope format
 (:mod:`emailrelay.envelope`).
@@ -48,12 +54,13 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO
 
 from emailrelay import entry, options
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
+    from typing import BinaryIO
+
     from emailrelay.spool import NewMessage, Spool
 
 #: Body bytes are copied in chunks of this size.
@@ -66,28 +73,49 @@ class SubmitError(Exception):
     """A one-line error for ``emailrelay-submit: <error>`` and exit 1."""
 
 
-@dataclass
 class Request:
     """What the command line asks for, independent of the option parser."""
 
-    spool_dir: str | None = None
-    from_address: str | None = None
-    to: list[str] = field(default_factory=list)
-    input_file: str | None = None
-    no_stdin: bool = False
-    body_only: bool = False
-    content_lines: list[bytes] = field(default_factory=list)
-    content_to: bool = False
-    content_from: bool = False
-    content_date: bool = False
-    message_id_domain: str | None = None
-    bcc_split: bool = False
-    copy: bool = False
-    verbose: bool = False
-    filename: bool = False
-    from_auth_in: str | None = None
-    from_auth_out: str | None = None
-    debug: bool = False
+    def __init__(
+        self,
+        *,
+        spool_dir: str | None = None,
+        from_address: str | None = None,
+        to: list[str] | None = None,
+        input_file: str | None = None,
+        no_stdin: bool = False,
+        body_only: bool = False,
+        content_lines: list[bytes] | None = None,
+        content_to: bool = False,
+        content_from: bool = False,
+        content_date: bool = False,
+        message_id_domain: str | None = None,
+        bcc_split: bool = False,
+        copy: bool = False,
+        verbose: bool = False,
+        filename: bool = False,
+        from_auth_in: str | None = None,
+        from_auth_out: str | None = None,
+        debug: bool = False,
+    ) -> None:
+        self.spool_dir = spool_dir
+        self.from_address = from_address
+        self.to: list[str] = [] if to is None else to
+        self.input_file = input_file
+        self.no_stdin = no_stdin
+        self.body_only = body_only
+        self.content_lines: list[bytes] = [] if content_lines is None else content_lines
+        self.content_to = content_to
+        self.content_from = content_from
+        self.content_date = content_date
+        self.message_id_domain = message_id_domain
+        self.bcc_split = bcc_split
+        self.copy = copy
+        self.verbose = verbose
+        self.filename = filename
+        self.from_auth_in = from_auth_in
+        self.from_auth_out = from_auth_out
+        self.debug = debug
 
 
 # --------------------------------------------------------------------------
@@ -168,12 +196,14 @@ def _strip_cr(line: bytes) -> bytes:
     return line[:-1] if line.endswith(b"\r") else line
 
 
-@dataclass
 class HeaderField:
     """One header field: its lower-case name and its lines (no terminators)."""
 
-    name: str
-    lines: list[bytes]
+    __slots__ = ("name", "lines")
+
+    def __init__(self, name: str, lines: list[bytes]) -> None:
+        self.name = name
+        self.lines = lines
 
     @property
     def value(self) -> str:
@@ -237,12 +267,14 @@ def _message_id_header(now: float, domain: str) -> bytes:
     return f"Message-ID: <{secs}.{usecs:06d}.{os.getpid()}@{domain}>".encode("utf-8", "surrogateescape")
 
 
-@dataclass
 class Plan:
     """One message to store: its envelope recipients and its header block."""
 
-    recipients: list[str]
-    header_block: bytes
+    __slots__ = ("recipients", "header_block")
+
+    def __init__(self, recipients: list[str], header_block: bytes) -> None:
+        self.recipients = recipients
+        self.header_block = header_block
 
 
 def plan_messages(
