@@ -26,15 +26,16 @@ cache effects hit both alike: 3 warm-up pairs, then N measured pairs (30,
 ``--quick`` 10).  The report is a table of median and minimum milliseconds
 and the ratio of the medians, with the target shown as met or not.  Submit
 keeps fsync on (it has no way to turn it off): the temporary directory lives
-in the system's temporary directory, so its file system's fsync is part of
-the figure.
+in the system's temporary directory (or ``--tmp-dir DIR``), so that file
+system's fsync is part of the figure.
 
 Checks: every submission must exit 0, and afterwards the spool must hold
 exactly one ``*.envelope`` and one ``*.content`` file per submission and
-nothing else.  The temporary directory is removed.  The script asserts
-nothing about speed; it exits 1 only if a submission or a check failed.
+nothing else.  The temporary directory is removed, also on Ctrl-C and
+SIGTERM.  The script asserts nothing about speed; it exits 1 only if a
+submission or a check failed (or it was interrupted).
 
-Run:  .venv/bin/python bench/submit.py [--quick] [--runs N] [--json PATH]
+Run:  .venv/bin/python bench/submit.py [--quick] [--runs N] [--json PATH] [--tmp-dir DIR]
 
 ``--json PATH`` writes ``{"submit_ms": <median>, "python_pass_ms": <median>,
 "ratio": <submit/pass>, "runs": N}`` (other scripts rely on these keys).
@@ -47,6 +48,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -126,10 +128,11 @@ def measure(runs: int, work: Path) -> tuple[list[float], list[float], list[str]]
     for n in range(WARMUP + runs):
         p_ms, p_rc, p_err = timed(python_pass, message, env)
         s_ms, s_rc, s_err = timed(submit, message, env)
-        submissions += 1
         if p_rc != 0:
             problems.append(f"python -c pass exited {p_rc}: {p_err}")
-        if s_rc != 0:
+        if s_rc == 0:
+            submissions += 1
+        else:
             problems.append(f"emailrelay-submit exited {s_rc}: {s_err}")
         if n >= WARMUP:
             pass_ms.append(p_ms)
@@ -147,20 +150,29 @@ def table(submit_ms: list[float], pass_ms: list[float]) -> str:
     return "\n".join(lines)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM: clean up, as for Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_RUNS} runs instead of {RUNS}")
     parser.add_argument("--runs", type=int, help=f"measured runs (default {RUNS}, --quick {QUICK_RUNS})")
     parser.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
+    parser.add_argument("--tmp-dir", metavar="DIR", help="make the temporary directory (and spool) in DIR")
     args = parser.parse_args(argv)
     runs = args.runs or (QUICK_RUNS if args.quick else RUNS)
     if runs < 1:
         parser.error("--runs must be at least 1")
-    work = Path(tempfile.mkdtemp(prefix="emailrelay-bench-submit-"))
+    signal.signal(signal.SIGTERM, _terminated)
+    work = Path(tempfile.mkdtemp(prefix="emailrelay-bench-submit-", dir=args.tmp_dir))
     try:
         submit_ms, pass_ms, problems = measure(runs, work)
     except (RuntimeError, OSError) as e:
         print(f"bench/submit.py: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench/submit.py: interrupted", file=sys.stderr)
         return 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
