@@ -3,9 +3,13 @@
 A `Forwarder` runs forwarding runs over one spool, one at a time: a request
 that arrives during a run (poll, client disconnect, admin) is remembered and
 starts one more run afterwards (SPEC.md 7.1).  A run takes a snapshot of the
-READY ids in name order and, for each, claims it (spool.claim: lock and
-rename to BUSY), reads the envelope, sends it on a connection that is
-reused for as long as the next hop stays the same, and then:
+READY ids in name order and puts them in one queue.  ``--forward-connections
+N`` connections (default 1) work through that queue side by side, each an
+asyncio task running `Forwarder._connection`: it takes the next id, claims
+it (spool.claim: lock and rename to BUSY, so no two connections, and no two
+processes, ever send the same message), reads the envelope, sends it on its
+own connection, which it reuses for as long as the next hop stays the same,
+and then:
 
 - delivered -> the files are removed;
 - refused (a 4xx or 5xx reply to MAIL, RCPT or the content), a local
@@ -19,6 +23,22 @@ reused for as long as the next hop stays the same, and then:
 - the connection breaks after connecting -> that message goes BAD
   (temporary) and the run ends.
 
+A run opens at most as many connections as it has messages.  "The run
+ends" (also when a client filter asks for it) means, with several
+connections, that no connection takes another message: the others finish
+the message they are on and say QUIT; what is left in the queue stays
+READY for the next run.  The first error is the run's error.  A next hop
+that refuses the extra connections (a connection limit answered by a
+refused connect or a 421 greeting) is treated like any other: the run
+ends, so N should not exceed what the next hop accepts.  Messages start in
+name order but, over N connections, may finish in any order.  The
+connections share the run's counts and the set of unreachable routed
+addresses and nothing else; they are tasks on one event loop, so there is
+no locking.  An unexpected exception in one connection cancels the others
+(asyncio.TaskGroup) and ends the run with that exception, as with one.
+``--immediate`` (`forward_now`) does not use the queue: one message on the
+SMTP session's own connection.
+
 Retry (SPEC.md section 0, opt-in with --retry-limit): BAD messages whose
 last failure was temporary go back to READY after --retry-interval seconds,
 doubling per failure and capped at an hour, until they have failed
@@ -29,7 +49,8 @@ admin ``notify`` command (SPEC.md 9): ``forward: start: <reason>`` and
 ``forward: end[: <error or "no messages">]`` around a run,
 ``connecting``/``connected: <address>`` for each connection, and
 ``sending: <id>`` / ``sent: <id>[: <short reason>]`` for each message it
-takes to a connected next hop.  Given a `NetworkMonitor`, its connections
+takes to a connected next hop (over several connections the events of
+different messages interleave).  Given a `NetworkMonitor`, its connections
 appear in the admin ``status`` report.  Without either it does nothing
 extra.
 
@@ -46,6 +67,7 @@ import asyncio
 import dataclasses
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from emailrelay import filters
@@ -73,6 +95,7 @@ class ForwardSettings:
     client_filter: Chain = field(default_factory=Chain)
     filter_timeout: float = 60.0
     delivery_dir: str = ""  # --delivery-dir, for a client-side deliver:
+    connections: int = 1  # --forward-connections: connections working through a run at once
 
 
 @dataclass
@@ -85,6 +108,24 @@ class RunResult:
     messages: int = 0
     reason: str = ""  # the last failure's reason and reply code
     code: int = 0
+
+
+@dataclass
+class _Run:
+    """What the connections of one run share."""
+
+    queue: Iterator[str]  # the READY ids in name order; each is taken by one connection
+    result: RunResult
+    unreachable: set[str] = field(default_factory=set)  # routed addresses skipped for the rest of the run
+    ending: bool = False  # set by the first message that ends the run: take no more
+
+
+@dataclass
+class _Report:
+    """The ``sent`` event of one message: due once its ``sending`` event went out."""
+
+    announced: bool = False
+    outcome: str = "abandoned"  # "" when delivered, else the short reason
 
 
 class _ReportingClient(SmtpClient):
@@ -139,8 +180,6 @@ class Forwarder:
         self._pending: str | None = None
         self._retry_timer: asyncio.TimerHandle | None = None
         self.runs = 0
-        self._sending: str | None = None  # the message of the last "sending" event
-        self._outcome = ""  # its short reason for the "sent" event
 
     def _event(self, *fields: str) -> None:
         if self.events is not None:
@@ -200,24 +239,10 @@ class Forwarder:
             self._schedule_retry()
             return result
         self._event("forward", "start", reason)
-        client: SmtpClient | None = None
-        unreachable: set[str] = set()
+        run = _Run(iter(ids), result)
         try:
-            for msg_id in ids:
-                claim = self.spool.claim(msg_id)
-                if claim is None:
-                    continue
-                self._sending, self._outcome = None, "abandoned"
-                client, stop = await self._forward_one(claim, client, unreachable, result, announce=True)
-                if self._sending is not None:
-                    self._event("sent", self._sending, self._outcome)
-                if stop:
-                    if not result.error:
-                        self.log.info("forwarding: a client filter asked to stop this run")
-                    break
+            await self._connections(run, min(self.settings.connections, len(ids)))
         finally:
-            if client is not None:
-                await client.quit()
             self._event("forward", "end", result.error)
         if result.error:
             self.log.error(f"forwarding: {result.error}")
@@ -225,30 +250,65 @@ class Forwarder:
         self._schedule_retry()
         return result
 
+    async def _connections(self, run: _Run, count: int) -> None:
+        """Work `count` connections through the run's queue until it is empty or the run ends."""
+        if count <= 1:
+            await self._connection(run)
+            return
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(count):
+                    group.create_task(self._connection(run))
+        except BaseExceptionGroup as errors:  # a bug in one connection (the others were cancelled)
+            raise errors.exceptions[0] from None
+
+    async def _connection(self, run: _Run) -> None:
+        """One connection: take the next message from the queue, forward it, repeat; QUIT at the end."""
+        client: SmtpClient | None = None
+        try:
+            while not run.ending and (msg_id := next(run.queue, None)) is not None:
+                claim = self.spool.claim(msg_id)
+                if claim is None:  # gone, or taken by another process
+                    continue
+                report = _Report()
+                client, stop = await self._forward_one(claim, client, run.unreachable, run.result, report=report)
+                if report.announced:
+                    self._event("sent", claim.id, report.outcome)
+                if stop and not run.ending:
+                    run.ending = True
+                    if not run.result.error:
+                        self.log.info("forwarding: a client filter asked to stop this run")
+        finally:
+            if client is not None:
+                await client.quit()
+
     async def _forward_one(
         self, claim: Claim, client: SmtpClient | None, unreachable: set[str], result: RunResult,
-        *, announce: bool = False,
+        *, report: _Report | None = None,
     ) -> tuple[SmtpClient | None, bool]:
         """Forward one claimed message; returns the client to reuse and whether to stop.
 
-        With `announce`, a "sending" event goes out once the next hop is connected.
+        With a `report`, a "sending" event goes out once the next hop is
+        connected, and the report gets the outcome for the "sent" event.
         """
         try:
             envelope = parse(self.spool.read_claimed(claim))
         except EnvelopeError as e:
-            self._fail(claim, None, f"invalid envelope: {e}", 0, temporary=False, result=result)
+            self._fail(claim, None, f"invalid envelope: {e}", 0, temporary=False, result=result, report=report)
             return client, False
         content = self.spool.content_path(claim.id)
         if not content.exists():
-            self._fail(claim, envelope, "content file missing", 0, temporary=False, result=result)
+            self._fail(claim, envelope, "content file missing", 0, temporary=False, result=result, report=report)
             return client, False
         routed = bool(self.settings.client_filter) and (bool(envelope.forward_to) or not envelope.to_remote)
         if routed:  # before connecting: as the routing filter, or for local-only mail (deliver:)
-            envelope, stop = await self._client_filter(claim, envelope, result, routing=bool(envelope.forward_to))
+            envelope, stop = await self._client_filter(
+                claim, envelope, result, routing=bool(envelope.forward_to), report=report
+            )
             if envelope is None:
                 return client, stop
         if not envelope.to_remote:
-            self._fail(claim, envelope, "no remote recipients", 0, temporary=False, result=result)
+            self._fail(claim, envelope, "no remote recipients", 0, temporary=False, result=result, report=report)
             return client, False
         address = envelope.forward_to_address or self.settings.forward_to
         if address in unreachable:
@@ -266,43 +326,44 @@ class Forwarder:
                 client.close()
                 self.spool.release(claim)
                 if address == self.settings.forward_to:
-                    result.error = str(e)
+                    result.error = result.error or str(e)
                     return None, True
                 self.log.warning(f"forwarding: {e}: skipping its messages in this run")
                 unreachable.add(address)
                 return None, False
             except SmtpError as e:
                 client.close()
-                self._fail(claim, envelope, str(e), e.code, temporary=True, result=result)
-                result.error = str(e)
+                self._fail(claim, envelope, str(e), e.code, temporary=True, result=result, report=report)
+                result.error = result.error or str(e)
                 return None, True
-        if announce:
-            self._sending = claim.id
+        if report is not None:
+            report.announced = True
             self._event("sending", claim.id)
         stop = False
         if self.settings.client_filter and not routed:
-            envelope, stop = await self._client_filter(claim, envelope, result, routing=False)
+            envelope, stop = await self._client_filter(claim, envelope, result, routing=False, report=report)
             if envelope is None:
                 return client, stop
         why = client.unsendable(envelope)
         if why:
-            self._fail(claim, envelope, why, 0, temporary=False, result=result)
+            self._fail(claim, envelope, why, 0, temporary=False, result=result, report=report)
             return client, False
         try:
             delivery = await client.send(envelope, content, some=self.settings.forward_to_some)
         except SmtpError as e:
             client.close()
-            self._fail(claim, envelope, str(e), e.code, temporary=True, result=result)
-            result.error = str(e)
+            self._fail(claim, envelope, str(e), e.code, temporary=True, result=result, report=report)
+            result.error = result.error or str(e)
             return None, True
         except OSError as e:  # the content file went away or cannot be read
             client.close()
             reason = f"cannot read content: {(e.strerror or str(e)).lower()}"
-            self._fail(claim, envelope, reason, 0, temporary=False, result=result)
+            self._fail(claim, envelope, reason, 0, temporary=False, result=result, report=report)
             return None, False
         if delivery.delivered:
             self.spool.deliver(claim)
-            self._outcome = ""
+            if report is not None:
+                report.outcome = ""
             result.sent += 1
             self.log.info(f"forwarding: {claim.id}: sent")
             return client, stop
@@ -310,11 +371,14 @@ class Forwarder:
         if self.settings.forward_to_some and delivery.accepted and delivery.rejected:
             rewrite = _with_recipients(envelope, [r for r, _ in delivery.rejected])
         temporary = 400 <= delivery.code < 500
-        self._fail(claim, envelope, delivery.reason, delivery.code, temporary=temporary, result=result, rewrite=rewrite)
+        self._fail(
+            claim, envelope, delivery.reason, delivery.code,
+            temporary=temporary, result=result, report=report, rewrite=rewrite,
+        )
         return client, stop
 
     async def _client_filter(
-        self, claim: Claim, envelope: Envelope, result: RunResult, *, routing: bool
+        self, claim: Claim, envelope: Envelope, result: RunResult, *, routing: bool, report: _Report | None
     ) -> tuple[Envelope | None, bool]:
         """Run --client-filter on a claimed message (SPEC.md 3.6, 7.7).
 
@@ -340,8 +404,9 @@ class Forwarder:
         if verdict.outcome is Outcome.FAIL:
             self.spool.relock(claim)  # the filter may have rewritten the envelope before failing
             reason = "routing filter failed" if routing else (verdict.reason or verdict.response)
-            self._fail(claim, envelope, reason, 0 if routing else 550, temporary=False, result=result)
-            self._outcome = "rejected"
+            self._fail(claim, envelope, reason, 0 if routing else 550, temporary=False, result=result, report=report)
+            if report is not None:
+                report.outcome = "rejected"
             return None, verdict.special
         if not self.spool.relock(claim):  # the filter replaced or removed the file
             if claim.path.exists():
@@ -351,7 +416,7 @@ class Forwarder:
         try:
             return parse(claim.path.read_bytes()), verdict.special
         except (OSError, EnvelopeError) as e:
-            self._fail(claim, envelope, f"failed: {e}", 0, temporary=False, result=result)
+            self._fail(claim, envelope, f"failed: {e}", 0, temporary=False, result=result, report=report)
             return None, verdict.special
 
     def _fail(
@@ -363,6 +428,7 @@ class Forwarder:
         *,
         temporary: bool,
         result: RunResult,
+        report: _Report | None = None,
         rewrite: bytes | None = None,
     ) -> None:
         crlf = envelope.crlf if envelope is not None else True
@@ -379,7 +445,8 @@ class Forwarder:
             return
         result.failed += 1
         result.reason, result.code = reason, code
-        self._outcome = reason
+        if report is not None:
+            report.outcome = reason
         self.log.warning(f"forwarding: {claim.id}: failed: {reason}" + (f" ({code})" if code else ""))
 
     # --immediate: one message, on a connection owned by the SMTP session
