@@ -559,7 +559,7 @@ def run_client(config: ServerConfig) -> int:
     if pid_file is None:
         return 1
     try:
-        return asyncio.run(_client_main(forwarder, forward.poll))
+        return runtime.run_event_loop(_client_main(forwarder, forward.poll))
     except KeyboardInterrupt:
         return 130
     finally:
@@ -568,6 +568,7 @@ def run_client(config: ServerConfig) -> int:
 
 
 async def _client_main(forwarder: Forwarder, poll: int) -> int:
+    forwarder.log.verbose(f"event loop: {runtime.event_loop_name()}")
     result = await forwarder.run("startup")
     while poll:  # --dont-serve --poll: keep polling until killed
         await asyncio.sleep(poll)
