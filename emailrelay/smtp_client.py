@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from emailrelay.envelope import Envelope, xtext_encode, xtext_valid
 from emailrelay.secrets import Secrets, SecretsError, client_mechanisms
+from emailrelay.timeouts import WaitTimer
 
 #: Largest reply accepted (SPEC.md appendix A).
 MAX_REPLY = 20_000
@@ -224,6 +225,7 @@ class SmtpClient:
         self.log = log
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._response = WaitTimer(settings.response_timeout)  # each reply and each drain
         self.extensions: dict[str, str] = {}
         self.address = ""
         self.selector = ""
@@ -333,7 +335,8 @@ class SmtpClient:
 
     async def _greeting(self) -> None:
         try:
-            reply = await self._read_reply(self.settings.prompt_timeout or None)
+            async with asyncio.timeout(self.settings.prompt_timeout or None):
+                reply = await self._read_reply()
         except TimeoutError:
             self._trace("no greeting within the prompt timeout: carrying on")
             return
@@ -422,12 +425,14 @@ class SmtpClient:
             return
         try:
             self._write(b"QUIT\r\n")
-            await self._read_reply(1.0)
+            async with asyncio.timeout(1.0):
+                await self._read_reply()
         except (SmtpError, TimeoutError, OSError):
             pass
         self.close()
 
     def close(self) -> None:
+        self._response.close()
         if self._writer is not None:
             writer, self._writer = self._writer, None
             writer.close()
@@ -438,40 +443,39 @@ class SmtpClient:
         if self.log is not None and getattr(self.log, "verbose_on", False):
             self.log.verbose(text)  # type: ignore[attr-defined]
 
-    async def _read_reply(self, timeout: float | None) -> Reply:
+    async def _read_reply(self) -> Reply:
         assert self._reader is not None
         lines: list[str] = []
         total = 0
         code = 0
-        async with asyncio.timeout(timeout):
-            while True:
-                try:
-                    raw = await self._reader.readuntil(b"\n")
-                except asyncio.IncompleteReadError:
-                    raise SmtpError("smtp error: connection closed by the server") from None
-                except asyncio.LimitOverrunError:
-                    raise SmtpError("smtp error: overflow on input") from None
-                except OSError as e:
-                    raise SmtpError(f"smtp error: {_strerror(e)}") from None
-                total += len(raw)
-                if total > MAX_REPLY:
-                    raise SmtpError("smtp error: overflow on input")
-                line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
-                if self.log is not None:
-                    self._trace(f'rx<<: "{line}"')
-                if len(line) < 3 or not line[:3].isdigit() or (len(line) > 3 and line[3] not in " -"):
-                    raise SmtpError(f"smtp error: invalid response: {line[:100]}")
-                if lines and int(line[:3]) != code:
-                    raise SmtpError(f"smtp error: invalid response: {line[:100]}")
-                code = int(line[:3])
-                lines.append(line[4:])
-                if len(line) == 3 or line[3] == " ":
-                    return Reply(code, tuple(lines))
+        while True:
+            try:
+                raw = await self._reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError:
+                raise SmtpError("smtp error: connection closed by the server") from None
+            except asyncio.LimitOverrunError:
+                raise SmtpError("smtp error: overflow on input") from None
+            except OSError as e:
+                raise SmtpError(f"smtp error: {_strerror(e)}") from None
+            total += len(raw)
+            if total > MAX_REPLY:
+                raise SmtpError("smtp error: overflow on input")
+            line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
+            if self.log is not None:
+                self._trace(f'rx<<: "{line}"')
+            if len(line) < 3 or not line[:3].isdigit() or (len(line) > 3 and line[3] not in " -"):
+                raise SmtpError(f"smtp error: invalid response: {line[:100]}")
+            if lines and int(line[:3]) != code:
+                raise SmtpError(f"smtp error: invalid response: {line[:100]}")
+            code = int(line[:3])
+            lines.append(line[4:])
+            if len(line) == 3 or line[3] == " ":
+                return Reply(code, tuple(lines))
 
     async def reply(self) -> Reply:
         """The next reply, within the response timeout."""
         try:
-            return await self._read_reply(self.settings.response_timeout or None)
+            return await self._response.wait(self._read_reply())
         except TimeoutError:
             raise SmtpError(f"smtp error: response timeout after {self.settings.response_timeout:g}s") from None
 
@@ -483,8 +487,7 @@ class SmtpClient:
     async def _drain(self) -> None:
         assert self._writer is not None
         try:
-            async with asyncio.timeout(self.settings.response_timeout or None):
-                await self._writer.drain()
+            await self._response.wait(self._writer.drain())
         except TimeoutError:
             raise SmtpError(f"smtp error: response timeout after {self.settings.response_timeout:g}s") from None
         except OSError as e:

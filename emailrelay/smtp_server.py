@@ -36,6 +36,7 @@ from emailrelay.events import NetworkMonitor
 from emailrelay.listener import Listener
 from emailrelay.log import Log
 from emailrelay.smtp_protocol import Closed, Framer, Handler, Session, SessionConfig
+from emailrelay.timeouts import WaitTimer
 
 OUT_OF_SERVICE = "421 service not available"
 
@@ -217,6 +218,7 @@ class SmtpServer(Listener):
         session.is_connected = lambda: not (reader.at_eof() or writer.is_closing())
         trace = log.verbose_on
         reason = "disconnected"
+        idle = WaitTimer(self.settings.idle_timeout)
         if writer.get_extra_info("ssl_object") is not None:
             session.tls_started(*_tls_details(writer))
         try:
@@ -224,11 +226,9 @@ class SmtpServer(Listener):
             if trace:
                 log.verbose(f'tx>>: "{greeting}"')
             writer.write(greeting.encode() + b"\r\n")
-            idle = self.settings.idle_timeout or None
             while True:
                 try:
-                    async with asyncio.timeout(idle):
-                        data = await reader.read(READ_SIZE)
+                    data = await idle.wait(reader.read(READ_SIZE))
                 except TimeoutError:
                     reason = "idle timeout"
                     break
@@ -267,6 +267,7 @@ class SmtpServer(Listener):
             reason = f"internal error: {type(e).__name__}: {e}"
             log.error(f"smtp session failed: {reason}")
         finally:
+            idle.close()
             session.close()
             closed = getattr(handler, "session_closed", None)
             if closed is not None:

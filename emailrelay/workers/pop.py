@@ -49,6 +49,7 @@ from emailrelay.listener import Listener
 from emailrelay.log import Log
 from emailrelay.smtp_server import _tls_details, format_address, is_local_address
 from emailrelay.spool import Spool, State, content_name
+from emailrelay.timeouts import WaitTimer
 from emailrelay.workers import runtime
 
 READ_SIZE = 64 * 1024
@@ -298,13 +299,13 @@ class PopServer(Listener):
         )
         trace = log.verbose_on
         reason = "disconnected"
+        idle = WaitTimer(self.idle_timeout)
         try:
             greeting = session.greeting()
             self._send(writer, [greeting], trace)
             while True:
                 try:
-                    async with asyncio.timeout(self.idle_timeout):
-                        data = await reader.read(READ_SIZE)
+                    data = await idle.wait(reader.read(READ_SIZE))
                 except TimeoutError:
                     reason = "idle timeout"
                     break
@@ -341,6 +342,7 @@ class PopServer(Listener):
             reason = f"internal error: {type(e).__name__}: {e}"
             log.error(f"pop session failed: {reason}")
         finally:
+            idle.close()
             session.close()
             if session.state is pop3.State.END and reason == "quit" and session.user:
                 deleted = sum(1 for m in session.messages if m.deleted)
