@@ -270,18 +270,15 @@ class _Lines:
         lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()  # the final terminator does not start another line
-        self.raw = lines
+        self.crlf = bool(lines) and lines[0].endswith("\r")
+        self.raw = [line[:-1] if line.endswith("\r") else line for line in lines]
         self.pos = 0
 
-    @staticmethod
-    def strip_cr(line: str) -> str:
-        return line[:-1] if line.endswith("\r") else line
-
     def peek(self) -> str | None:
-        return self.strip_cr(self.raw[self.pos]) if self.pos < len(self.raw) else None
+        return self.raw[self.pos] if self.pos < len(self.raw) else None
 
     def take(self) -> str:
-        line = self.strip_cr(self.raw[self.pos])
+        line = self.raw[self.pos]
         self.pos += 1
         return line
 
@@ -289,7 +286,7 @@ class _Lines:
         """Unfold the continuation lines that follow: each leading SP/TAB becomes LF."""
         parts: list[str] = []
         while self.pos < len(self.raw):
-            line = self.strip_cr(self.raw[self.pos])
+            line = self.raw[self.pos]
             if not line or line[0] not in " \t":
                 break
             parts.append("\n" + line[1:])
@@ -332,8 +329,7 @@ def parse(data: bytes) -> Envelope:
     """
     lines = _Lines(data.decode(_ENC, _ERRORS))
     env = Envelope()
-    first = lines.raw[0] if lines.raw else ""
-    env.crlf = first.endswith("\r")
+    env.crlf = lines.crlf
     fmt = _read_value(lines, "Format")
     if fmt not in FORMATS:
         raise EnvelopeError("unknown format id")

@@ -587,11 +587,17 @@ class SmtpClient:
             return reply
         encoder = DataEncoder()
         with open(content_path, "rb") as f:
-            while chunk := f.read(READ_CHUNK):
-                self._write(encoder.encode(chunk))
+            chunk = f.read(READ_CHUNK)
+            while True:
+                following = f.read(READ_CHUNK) if chunk else b""
+                data = encoder.encode(chunk) if chunk else b""
+                if not following:  # the last chunk goes out with the end of data: one write for a small message
+                    self._write(data + encoder.finish())
+                    await self._drain()
+                    break
+                self._write(data)
                 await self._drain()
-        self._write(encoder.finish())
-        await self._drain()
+                chunk = following
         return await self.reply()
 
     async def _send_bdat(self, content_path: str | os.PathLike[str]) -> Reply:
