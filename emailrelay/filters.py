@@ -36,6 +36,7 @@ import enum
 import os
 import re
 import signal
+import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -282,13 +283,16 @@ async def execute(program: str, args: list[str], *, timeout: float) -> tuple[int
     for a signal, and 127 with ``<<filter exec error: ...>>`` output when
     the program cannot be started.
     """
+    loop = asyncio.get_running_loop()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            program,
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
+        # subprocess.Popen, not the event loop's subprocess support: uvloop's
+        # has no user/group switch, and it falls back to /bin/sh for a script
+        # without a #! line where execve(2) says "exec format error"
+        proc = subprocess.Popen(
+            [program, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             env=FILTER_ENV,
             start_new_session=True,
             close_fds=True,
@@ -298,37 +302,70 @@ async def execute(program: str, args: list[str], *, timeout: float) -> tuple[int
         reason = (e.strerror or str(e)).lower()
         return 127, f"<<filter exec error: {reason}>>".encode()
     assert proc.stdout is not None
+    exited = _exit_of(loop, proc)
+    reader = asyncio.StreamReader()
+    try:
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), proc.stdout)
+    except BaseException:
+        _kill_group(proc.pid, signal.SIGKILL)
+        await asyncio.shield(exited)
+        proc.stdout.close()
+        raise
     kept = bytearray()
 
     async def read_all() -> None:
-        assert proc.stdout is not None
-        while chunk := await proc.stdout.read(65536):
+        while chunk := await reader.read(65536):
             if len(kept) < STDOUT_LIMIT:
                 kept.extend(chunk[: STDOUT_LIMIT - len(kept)])
 
     try:
         async with asyncio.timeout(timeout or None):
             await read_all()
-            code = await proc.wait()
+            code = await asyncio.shield(exited)
     except TimeoutError:
         _kill_group(proc.pid, signal.SIGTERM)
         try:
             async with asyncio.timeout(2):
-                await proc.wait()
+                await asyncio.shield(exited)
         except TimeoutError:
             pass
         return None, bytes(kept)
     finally:
+        transport.close()
         # however we leave (timeout, shutdown, cancellation), nothing of the filter stays behind
-        if proc.returncode is None:
+        if not exited.done():
             _kill_group(proc.pid, signal.SIGKILL)
             try:
-                await asyncio.shield(proc.wait())
+                await asyncio.shield(exited)
             except asyncio.CancelledError:
                 pass
     if code < 0:
         code = 128 - code
     return code, bytes(kept)
+
+
+def _exit_of(loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[bytes]) -> asyncio.Future[int]:
+    """A future of the process's exit status, reaped when it ends (any event loop)."""
+    future: asyncio.Future[int] = loop.create_future()
+
+    def reap() -> None:
+        code = proc.wait()
+        if not future.done():
+            future.set_result(code)
+
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # no pidfd (not Linux, or before 5.3): a thread waits
+        loop.run_in_executor(None, proc.wait).add_done_callback(lambda _: loop.call_soon(reap))
+        return future
+
+    def readable() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        reap()
+
+    loop.add_reader(pidfd, readable)
+    return future
 
 
 def _kill_group(pid: int, sig: int) -> None:
