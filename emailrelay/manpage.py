@@ -471,9 +471,10 @@ def supervisor_section() -> list[str]:
         ("storage", "The SMTP server that stores mail in the spool. There is none with --no-smtp. With "
                     "--storage-workers N there are N of them, storage, storage-2 and so on, accepting "
                     "connections on the same listening socket."),
-        ("proxy", "Instead of storage with --as-proxy or --immediate: the SMTP server that also forwards, "
-                  "after each client session (--as-proxy, --forward-on-disconnect) or each message while "
-                  "the client waits (--immediate)."),
+        ("proxy", "Instead of storage with --as-proxy or --immediate. With --as-proxy it stores like "
+                  "storage, and at the end of each client session asks the forward worker, in its own "
+                  "process, for a run; with --immediate it forwards each message itself while the client "
+                  "waits."),
         ("forward", "When there is a forward address: forwards the spool, by --poll, after --forward at "
                     "start-up, and whenever another worker or ctl forward asks for a run."),
         ("pop", "With --pop: the POP3 server."),

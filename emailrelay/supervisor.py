@@ -2,8 +2,9 @@
 
 One job: process supervision.  From the configuration (the same options
 and file format as plain ``emailrelay``) `plan` derives the workers:
-``storage`` (the SMTP server; ``proxy`` instead with --as-proxy or
---immediate: it forwards after each session or each message itself;
+``storage`` (the SMTP server; named ``proxy`` instead with --as-proxy or
+--immediate: with --immediate it forwards each message itself, with
+--as-proxy the forward worker forwards after each session, in parallel;
 --storage-workers N adds ``storage-2`` ... on the same listening socket),
 ``forward`` (when there is a forward address: polling, --forward, runs
 asked for by the others), ``pop`` (--pop).  The TCP ``--admin`` interface is
@@ -87,11 +88,14 @@ def plan(units: Units) -> list[Job]:
         prefix = f"{unit}/" if unit else ""
         mine: list[Job] = []
         if not server.no_smtp:
-            proxy = server.forward is not None and (server.as_proxy or server.forward.immediate)
-            role = "proxy" if proxy else "storage"
-            mine.append(Job(prefix + role, role, ("smtp",), unit))
+            # --immediate forwards inside the SMTP transaction: that worker forwards itself ("proxy" role);
+            # --as-proxy forwards after each session, which the forward worker does on a core of its own
+            immediate = server.forward is not None and server.forward.immediate
+            role = "proxy" if immediate else "storage"
+            name = "proxy" if immediate or (server.forward is not None and server.as_proxy) else "storage"
+            mine.append(Job(prefix + name, role, ("smtp",), unit))
             # --storage-workers: more SMTP workers on the same listening socket (same key, same descriptors)
-            mine += [Job(f"{prefix}{role}-{n}", role, ("smtp",), unit) for n in range(2, server.storage_workers + 1)]
+            mine += [Job(f"{prefix}{name}-{n}", role, ("smtp",), unit) for n in range(2, server.storage_workers + 1)]
         if server.forward is not None:
             mine.append(Job(prefix + "forward", "forward", (), unit))
         if server.pop is not None:

@@ -11,7 +11,6 @@ import smtplib
 import socket
 import stat
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -458,13 +457,27 @@ def test_supervise_startup_errors_are_one_line(tmp_path, spool):
     assert b"Traceback" not in result.stderr and not (tmp_path / "a.sock").exists()
 
 
-def test_as_proxy_runs_a_proxy_worker_that_forwards_after_each_session(supervise, downstream):
+def test_as_proxy_stores_in_the_proxy_worker_and_forwards_after_each_session_in_the_forward_worker(
+    supervise, downstream
+):
     sink = downstream(Sink)
     s = supervise(f"as-proxy {sink.address}")
     assert set(s.workers()) == {"proxy", "forward"}
     send(s.port, "proxied")
     sink.wait_for_messages(1)
-    s.wait_for(r"\[proxy\] forwarding: client disconnect")
+    # the session's end asks the forward worker (its own process, its own core) for a run
+    s.wait_for(r"\[proxy\] smtp connection closed")
+    s.wait_for(r"\[forward\] forwarding: emailrelay\.\S+: sent")
+    assert s.count(r"\[proxy\] forwarding") == 0
+
+
+def test_immediate_forwards_inside_the_transaction_in_the_proxy_worker(supervise, downstream):
+    sink = downstream(Sink)
+    s = supervise(f"forward-to {sink.address}", "immediate")
+    assert set(s.workers()) == {"proxy", "forward"}
+    send(s.port, "at once")
+    assert len(sink.messages) == 1  # before the 250 that send() waited for
+    s.wait_for(r"\[proxy\] forwarding: emailrelay\.\S+: sent")
 
 
 def test_named_instances_get_workers_of_their_own(supervise, downstream, tmp_path):
