@@ -159,6 +159,17 @@ class _Job:
         self.error: BaseException | None = None
 
 
+def _release(jobs: list[_Job], error: BaseException | None = None) -> None:
+    """Wake the callers of finished jobs with their outcome (or `error` if they have none)."""
+    for job in jobs:
+        if not job.future.done():
+            outcome = job.error or error
+            if outcome is None:
+                job.future.set_result(None)
+            else:
+                job.future.set_exception(outcome)
+
+
 class GroupCommitter:
     """Group commit of writes and renames in one directory, for asyncio code.
 
@@ -166,21 +177,24 @@ class GroupCommitter:
     `write` creates are durable and, if `rename` is given, the rename it
     names is durable too: the qmail order, shared between every caller
     that arrives at about the same time.  `write(sync_each)` is a blocking
-    function run in the committer's thread; it creates and writes files and
-    fsyncs each one itself when `sync_each` is true.  `rename()` returns
-    (src, dst), computed after `write` ran.
+    function run in a worker thread; it creates and writes files and fsyncs
+    each one itself when `sync_each` is true.  `rename()` returns (src,
+    dst), computed after `write` ran.
 
-    One thread runs *cycles* while there is work, each:
+    Two stages run at the same time, each in a thread of its own while it
+    has work, so the files of the next messages are written while the disk
+    flushes the last ones:
 
-    1. every job that arrived since the last cycle writes its files;
-    2. one barrier: in ``filesystem`` mode one syncfs(2) of the directory's
-       file system (Linux: it waits until every dirty file and the journal
-       are on disk, as fsync would for each file); in ``file`` mode the
-       files were fsynced by their writers and the directory is fsynced;
-    3. the jobs of step 1 without a rename, and the renames of the last
-       cycle, are done: their callers are released;
-    4. the renames of this cycle's jobs; the next cycle's barrier makes
-       them durable (a last cycle with no new jobs is just the barrier).
+    - the *writer* writes the files of every job that has arrived, a batch
+      at a time, and passes the batch on;
+    - the *syncer* runs cycles: (1) one barrier -- in ``filesystem`` mode
+      one syncfs(2) of the directory's file system (Linux: it waits until
+      every dirty file and the journal are on disk, as fsync would for each
+      file); in ``file`` mode the files were fsynced by their writer and
+      the directory is fsynced; (2) the jobs passed on before the barrier
+      began that have no rename, and the renames of the last cycle, are
+      done: their callers are released; (3) those jobs' renames, which the
+      next cycle's barrier makes durable (a last cycle is just the barrier).
 
     So a rename never happens before its files are durable, no caller is
     released before its rename is durable, and under load one barrier per
@@ -194,8 +208,10 @@ class GroupCommitter:
         self._directory = Path(directory)
         self._enabled = enabled
         self.mode = mode if mode == SYNC_FILE or syncfs_available() else SYNC_FILE
-        self._queue: list[_Job] = []
-        self._running = False
+        self._queue: list[_Job] = []  # arrived, to be written
+        self._written: list[_Job] = []  # written, waiting for a barrier
+        self._writing = False
+        self._syncing = False
         self._fd = -1
 
     async def commit(
@@ -205,61 +221,78 @@ class GroupCommitter:
     ) -> None:
         import asyncio
 
-        loop = asyncio.get_running_loop()
-        job = _Job(write, rename, loop.create_future())
+        job = _Job(write, rename, asyncio.get_running_loop().create_future())
         self._queue.append(job)
-        if not self._running:
-            self._running = True
-            loop.create_task(self._run())
+        self._start()
         await asyncio.shield(job.future)
 
-    async def _run(self) -> None:
+    def _start(self) -> None:
+        """Start whichever stage has work and is not running."""
+        import asyncio
+
+        if self._queue and not self._writing:
+            self._writing = True
+            asyncio.get_running_loop().create_task(self._write_stage())
+        if self._written and not self._syncing:
+            self._syncing = True
+            asyncio.get_running_loop().create_task(self._sync_stage())
+
+    async def _write_stage(self) -> None:
+        import asyncio
+
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    await asyncio.to_thread(self._write_batch, batch)
+                except BaseException as e:  # the thread itself failed: none of the batch is known written
+                    for job in batch:
+                        job.error = job.error or OSError(errno.EIO, f"commit failed: {e}")
+                _release([job for job in batch if job.error is not None])
+                self._written += [job for job in batch if job.error is None]
+                self._start()
+        finally:
+            self._writing = False
+            _release(self._queue, OSError(errno.EIO, "commit interrupted"))  # only when cancelled at shutdown
+
+    async def _sync_stage(self) -> None:
         import asyncio
 
         renamed: list[_Job] = []
         try:
-            while self._queue or renamed:
-                new, self._queue = self._queue, []
+            while self._written or renamed:
+                written, self._written = self._written, []
                 try:
-                    finished, renamed = await asyncio.to_thread(self._cycle, new, renamed)
+                    done, renamed = await asyncio.to_thread(self._sync_cycle, written, renamed)
                 except BaseException as e:  # the thread itself failed: nobody's commit is known durable
-                    for job in new + renamed:
+                    for job in written + renamed:
                         job.error = job.error or OSError(errno.EIO, f"commit failed: {e}")
-                    finished, renamed = new + renamed, []
-                for job in finished:
-                    if not job.future.done():
-                        if job.error is None:
-                            job.future.set_result(None)
-                        else:
-                            job.future.set_exception(job.error)
+                    done, renamed = written + renamed, []
+                _release(done)
         finally:
-            self._running = False
-            for job in renamed + self._queue:  # only when cancelled at shutdown
-                if not job.future.done():
-                    job.future.set_exception(OSError(errno.EIO, "commit interrupted"))
+            self._syncing = False
+            _release(renamed + self._written, OSError(errno.EIO, "commit interrupted"))
 
-    def _cycle(self, new: list[_Job], renamed: list[_Job]) -> tuple[list[_Job], list[_Job]]:
-        """One cycle (class docstring), in the committer's thread: (jobs done, jobs renamed)."""
+    def _write_batch(self, batch: list[_Job]) -> None:
+        """The writer's work, in its thread: each job's files (errors stay with the job)."""
         sync_each = self._enabled and self.mode == SYNC_FILE
-        done: list[_Job] = []
-        written: list[_Job] = []
-        for job in new:
+        for job in batch:
             if job.write is not None:
                 try:
                     job.write(sync_each)
                 except Exception as e:  # noqa: BLE001 - the caller gets it
                     job.error = e
-                    done.append(job)
-                    continue
-            written.append(job)
+
+    def _sync_cycle(self, written: list[_Job], renamed: list[_Job]) -> tuple[list[_Job], list[_Job]]:
+        """One syncer cycle (class docstring), in its thread: (jobs done, jobs renamed)."""
         if self._enabled and (written or renamed):
             try:
                 self._barrier()
             except OSError as e:
                 for job in written + renamed:
                     job.error = e
-                return done + written + renamed, []
-        done += renamed
+                return written + renamed, []
+        done = renamed
         renamed = []
         for job in written:
             if job.rename is None:

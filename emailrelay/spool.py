@@ -226,7 +226,7 @@ class NewMessage:
                 except FileExistsError:
                     self.id = self._spool.new_id()
                     continue
-                if not self._spool.id_in_use(self.id):
+                if not self._spool.may_be_taken(self.id) or not self._spool.id_in_use(self.id):
                     break
                 # an envelope of an earlier process with this pid and second: never overwrite it
                 os.close(self._fd)
@@ -275,6 +275,8 @@ class Spool:
         self._fsync = fsync
         self._sync_mode = sync_mode  # --spool-sync (durable.GroupCommitter)
         self._seq = 0
+        self._pid = 0  # the process that made the last id, and the second of its first id (may_be_taken)
+        self._pid_since = 0
         self._committer: durable.GroupCommitter | None = None
         #: Called as observer(action, msg_id, detail) after a state change (module docstring).
         self.observer: Callable[[str, str, str], None] | None = None
@@ -287,7 +289,20 @@ class Spool:
 
     def new_id(self) -> str:
         self._seq = (self._seq + 1) & 0xFFFFFFFFFFFFFFFF or 1
-        return f"{ID_PREFIX}{os.getpid()}.{int(time.time())}.{self._seq}"
+        pid, now = os.getpid(), int(time.time())
+        if pid != self._pid:
+            self._pid, self._pid_since = pid, now
+        return f"{ID_PREFIX}{pid}.{now}.{self._seq}"
+
+    def may_be_taken(self, msg_id: str) -> bool:
+        """Whether a dead process with our pid could have used this id of ours.
+
+        It died before this process started, so only ids of the second we
+        made our first id in (or earlier, after the clock was stepped back)
+        can be its; later ones are ours alone and need no look at the disk.
+        """
+        parsed = id_pid_and_time(msg_id)
+        return parsed is None or parsed[0] != self._pid or parsed[1] <= self._pid_since
 
     def id_in_use(self, msg_id: str) -> bool:
         """True if an envelope of this id exists in any state."""

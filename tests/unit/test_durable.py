@@ -1,7 +1,8 @@
 """durable.GroupCommitter: the qmail order holds for every caller of a group commit.
 
 Real files in a real directory; the only seam is a subclass that records
-when each barrier runs, next to the events the jobs record themselves.
+when each barrier begins, next to the events the jobs record themselves
+(the writer and the syncer run in threads of their own, at the same time).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ class Recording(durable.GroupCommitter):
         self.events: list[tuple[str, int]] = []
 
     def _barrier(self) -> None:
+        self.events.append(("barrier", -1))  # when it begins: only what was done before it is covered
         super()._barrier()
-        self.events.append(("barrier", -1))
 
 
 def _commit_all(committer: Recording, directory: Path, count: int, *, rename: bool = True) -> None:
@@ -126,3 +127,36 @@ def test_file_mode_is_used_where_syncfs_is_missing_or_asked_for(tmp_path):
     assert durable.GroupCommitter(tmp_path, mode=durable.SYNC_FILE).mode == durable.SYNC_FILE
     expected = durable.SYNC_FILESYSTEM if durable.syncfs_available() else durable.SYNC_FILE
     assert durable.GroupCommitter(tmp_path).mode == expected
+
+
+# -- spool ids: an envelope a dead process with our pid left is never overwritten
+
+
+def test_a_new_message_never_takes_the_id_of_an_envelope_left_in_the_spool(tmp_path):
+    from emailrelay.envelope import Envelope
+    from emailrelay.spool import Spool, State
+
+    spool = Spool(tmp_path, fsync=False)
+    msg = spool.create()
+    # a dead process with our pid left an envelope (without content) under the id we are about to use
+    left = spool.envelope_path(msg.id, State.BAD)
+    left.write_bytes(b"theirs")
+    taken = msg.id
+    msg.write(b"Subject: mine\r\n\r\nx\r\n")
+    spool.commit_sync(msg, Envelope(from_address="a@b", to_remote=["c@d"], client="127.0.0.1"))
+    assert msg.id != taken
+    assert left.read_bytes() == b"theirs" and not spool.content_path(taken).exists()
+    assert spool.content_path(msg.id).read_bytes() == b"Subject: mine\r\n\r\nx\r\n"
+
+
+def test_only_ids_of_our_first_second_need_a_look_at_the_disk(tmp_path):
+    from emailrelay.spool import Spool
+
+    spool = Spool(tmp_path, fsync=False)
+    first = spool.new_id()
+    pid, second = int(first.split(".")[1]), int(first.split(".")[2])
+    assert spool.may_be_taken(first)
+    assert spool.may_be_taken(f"emailrelay.{pid}.{second - 60}.1")  # the clock was stepped back
+    assert not spool.may_be_taken(f"emailrelay.{pid}.{second + 1}.7")
+    assert spool.may_be_taken(f"emailrelay.{pid + 1}.{second + 1}.7")  # not ours
+    assert spool.may_be_taken("not-an-id")
