@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Forwarding throughput and memory benchmark for emailrelay.
 
-Seven runs, each printed as one row of a table, in this order (the store-only
+Nine runs, each printed as one row of a table, in this order (the store-only
 reference first, before anything has been deleted):
 
 1. store only: Postfix's ``smtp-source`` (20 sessions, 3,000 messages of
    10 KB, one connection per message) into ``emailrelay --log --no-daemon
    --port 0 --interface 127.0.0.1 --spool-dir <dir>`` (no forwarding;
-   bench/store.py's emailrelay run), the reference for the next two rows.
+   bench/store.py's emailrelay run), the reference for the proxy rows.
 2. proxy: the same smtp-source load into the same server with
    ``--forward-to 127.0.0.1:<sink> --forward-on-disconnect``, forwarding to
    Postfix's ``smtp-sink``; messages/s are measured at smtp-source, then the
@@ -15,18 +15,32 @@ reference first, before anything has been deleted):
    smtp-sink has counted every message.  Target: proxy / store only >= 0.8.
 3. proxy --immediate: row 2 with ``--immediate`` added (each message is
    forwarded before its 250 reply).
-4. forward: a fresh spool is filled with 5,000 messages of 10 KB through
+4. store only (supervised): the same load into ``emailrelay supervise --log
+   --no-daemon --port 0 --interface 127.0.0.1 --spool-dir <dir>
+   --admin-socket <dir>/admin-<row>.sock`` (the supervisor and one ``storage``
+   worker); the port comes from its ``[supervisor] smtp listening on``
+   line, the load starts once ``emailrelay ctl status --json`` shows every
+   worker RUNNING.
+5. proxy (supervise --as-proxy): row 4 with ``--as-proxy 127.0.0.1:<sink>``
+   added: the ``proxy`` worker (role storage) stores, the ``forward`` worker
+   forwards after each session in a process of its own; drained as row 2.
+   Target: end-to-end msg/s / store only (row 1) >= 0.8; also shown over
+   row 4.  For rows 4 and 5: the CPU time of the supervisor and of each
+   worker during the load (psutil), and the sum of their VmHWMs as the peak
+   RSS; stopped with SIGTERM, SIGKILL after 30 s, then any worker left is
+   killed.
+6. forward: a fresh spool is filled with 5,000 messages of 10 KB through
    the library (``Spool(dir, fsync=False)``, no SMTP), then the whole
    ``emailrelay --as-client 127.0.0.1:<sink> --spool-dir <dir>`` command is
    timed while it forwards them to smtp-sink.  Afterwards the spool must be
    empty and smtp-sink must have counted every message.  Target: at least
    1,000 messages/s.
-5. forward, 4 connections: row 4 with ``--forward-connections 4`` added
-   (``--connections N``; 0 skips the row).  Target: faster than row 4.
-6. memory 10 KB: one 10 KB message forwarded with ``--as-client``;
-7. memory 100 MB: one 100 MB message (written in 64 KB chunks, so the
+7. forward, 4 connections: row 6 with ``--forward-connections 4`` added
+   (``--connections N``; 0 skips the row).  Target: faster than row 6.
+8. memory 10 KB: one 10 KB message forwarded with ``--as-client``;
+9. memory 100 MB: one 100 MB message (written in 64 KB chunks, so the
    benchmark itself stays small) forwarded with ``--as-client``.
-   Target: the forwarder's peak RSS grows by less than 5 MB over row 6.
+   Target: the forwarder's peak RSS grows by less than 5 MB over row 8.
 
 Peak RSS of an ``--as-client`` forwarder is ``VmHWM`` from
 ``/proc/<pid>/status`` polled every 10 ms until the process exits (VmHWM
@@ -54,6 +68,7 @@ Run:  .venv/bin/python bench/forward.py [--quick] [--keep]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import os
@@ -67,11 +82,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from store import (
     _PROBLEM_LINE,
     MB,
     SMALL,
     SMTP_SINK,
+    START_TIMEOUT,
     Processes,
     Result,
     Server,
@@ -88,10 +105,12 @@ from store import (
     run_emailrelay,
     run_source,
     size_label,
+    spool_counts,
     wait_listening,
     workdir,
     write_json,
 )
+from supervise import _LISTENING, all_running, ctl_status, wait_for
 
 from emailrelay.envelope import Envelope
 from emailrelay.spool import Spool
@@ -110,6 +129,8 @@ MEMORY_TARGET = 5.0
 SAMPLE_INTERVAL = 0.01
 #: Content is written to the spool in chunks of this size.
 CHUNK = 64 * 1024
+#: Seconds a supervisor may take to exit after SIGTERM before it (and any worker left) is killed.
+SUPERVISOR_STOP_TIMEOUT = 30.0
 
 _SINK_COUNT = re.compile(rb"mesg=(\d+)")
 _DONE_LINE = re.compile(r"forwarding: done: (\d+) sent, (\d+) failed")
@@ -125,6 +146,7 @@ class Row(Result):
     e2e_seconds: float = 0.0  # until the spool was empty and smtp-sink had every message
     target: str = ""
     problems: list[str] = dataclasses.field(default_factory=list)
+    processes: list[dict] = dataclasses.field(default_factory=list)  # supervised rows: one per process
 
     @property
     def e2e_msgs_per_s(self) -> float:
@@ -437,6 +459,206 @@ def run_proxy(
     return row
 
 
+# --------------------------------------------------------------- supervised
+
+
+def _process_figures(procs: list[psutil.Process], names: dict[int, str]) -> dict[int, dict]:
+    """CPU times and VmHWM of each process still there, by pid."""
+    out: dict[int, dict] = {}
+    for p in procs:
+        try:
+            cpu = p.cpu_times()
+        except psutil.Error:
+            continue
+        out[p.pid] = {
+            "name": names.get(p.pid, "other"),
+            "user": cpu.user,
+            "system": cpu.system,
+            "hwm_kib": proc_status_kib(p.pid, "VmHWM"),
+        }
+    return out
+
+
+def stop_supervisor(
+    procs: Processes, proc: subprocess.Popen[bytes], workers: list[psutil.Process]
+) -> tuple[int | None, list[str]]:
+    """SIGTERM; SIGKILL after SUPERVISOR_STOP_TIMEOUT; then SIGKILL any worker left behind."""
+    notes: list[str] = []
+    if proc.poll() is None:
+        with contextlib.suppress(psutil.Error):  # those started since (or before workers were known)
+            known = {w.pid for w in workers}
+            workers = workers + [
+                c for c in psutil.Process(proc.pid).children(recursive=True) if c.pid not in known
+            ]
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(SUPERVISOR_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            notes.append(f"supervisor still running {SUPERVISOR_STOP_TIMEOUT:.0f}s after SIGTERM: killed")
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+    procs.stop(proc)  # exited: only forgets it
+    for w in workers:
+        try:
+            if w.is_running() and w.status() != psutil.STATUS_ZOMBIE:
+                w.kill()
+                notes.append(f"worker pid {w.pid} still running after the supervisor had exited: killed")
+        except psutil.Error:
+            pass
+    return proc.returncode, notes
+
+
+def run_supervised(
+    procs: Processes,
+    exe: str,
+    work: Path,
+    label: str,
+    tag: str,
+    proxy: bool,
+    messages: int,
+    sessions: int,
+    timeout: float,
+) -> Row:
+    """smtp-source into ``emailrelay supervise`` storing, or with ``--as-proxy`` to smtp-sink."""
+    row = Row(label, SMALL, messages, sessions)
+    spool_dir = work / f"spool-{tag}"
+    spool_dir.mkdir()
+    log_path = work / f"emailrelay-{tag}.log"
+    sock = work / f"admin-{tag}.sock"
+    sink: Sink | None = None
+    if proxy:
+        try:
+            sink = Sink(procs, work / f"smtp-sink-{tag}.out")
+        except RuntimeError as e:
+            row.fail(f"smtp-sink: {e}")
+            return row
+    args = [
+        exe, "supervise", "--log", "--no-daemon",
+        "--port", "0",
+        "--interface", "127.0.0.1",
+        "--spool-dir", str(spool_dir),
+        "--admin-socket", str(sock),
+    ]  # fmt: skip
+    if sink is not None:
+        args += ["--as-proxy", f"127.0.0.1:{sink.port}"]
+    supervisor: subprocess.Popen[bytes] | None = None
+    workers: list[psutil.Process] = []
+    code = None
+    left: list[str] = []
+    received = 0
+    try:
+        with open(log_path, "ab") as log:
+            supervisor = procs.start(args, stdout=log, stderr=log)
+
+        def smtp_port() -> int | None:
+            ports = dict(_LISTENING.findall(log_path.read_text(errors="replace")))
+            return int(ports["smtp"]) if "smtp" in ports else None
+
+        port = wait_for("smtp listening", smtp_port, START_TIMEOUT, supervisor)
+        status = wait_for("all workers RUNNING", lambda: all_running(exe, sock), 60, supervisor)
+        names = {supervisor.pid: "supervisor"} | {w["pid"]: w["name"] for w in status["workers"]}
+        root = psutil.Process(supervisor.pid)
+        workers = root.children(recursive=True)
+        before = _process_figures([root, *workers], names)
+
+        result = Result(label, SMALL, messages, sessions)
+        run_source(port, messages, sessions, SMALL, timeout, result)
+        row.sent, row.seconds, row.error, row.notes = result.sent, result.seconds, result.error, result.notes
+        drain = 0.0
+        if sink is not None:
+            # drained: nothing left in the spool and smtp-sink has every message
+            drain_timeout = 60.0 + messages / 50
+            drain_start = time.perf_counter()
+            while True:
+                left = spool_entries(spool_dir)
+                received = sink.count()
+                if not left and received >= row.sent:
+                    break
+                if time.perf_counter() - drain_start > drain_timeout:
+                    break
+                if supervisor.poll() is not None:
+                    break
+                time.sleep(0.01)
+            drain = time.perf_counter() - drain_start
+            row.e2e_seconds = row.seconds + drain
+        # the CPU and memory of every process, read before the supervisor is stopped
+        after = _process_figures([root, *root.children(recursive=True)], names)
+        elapsed = row.e2e_seconds or row.seconds
+        parts = []
+        total = 0.0
+        for pid, fig in after.items():
+            user = fig["user"] - before.get(pid, {}).get("user", 0.0)
+            system = fig["system"] - before.get(pid, {}).get("system", 0.0)
+            total += user + system
+            row.processes.append({
+                "name": fig["name"],
+                "pid": pid,
+                "cpu_user_s": round(user, 3),
+                "cpu_system_s": round(system, 3),
+                "peak_rss_mb": mb_or_none(fig["hwm_kib"]),
+            })  # fmt: skip
+            parts.append(
+                f"{fig['name']} {user:.2f}s user + {system:.2f}s sys"
+                + (f" = {(user + system) / elapsed:.0%}" if elapsed > 0 else "")
+            )
+        if parts:
+            row.notes.append(
+                f"CPU during the load ({elapsed:.2f}s, % of one core): "
+                + "; ".join(parts)
+                + (f"; all {total / elapsed:.0%}" if elapsed > 0 else "")
+            )
+        hwms = [fig["hwm_kib"] for fig in after.values() if fig["hwm_kib"] is not None]
+        if hwms:
+            row.peak_rss_kib = sum(hwms)
+            row.notes.append(
+                "peak RSS (VmHWM) "
+                + ", ".join(f"{fig['name']} {mb(fig['hwm_kib'])} MB" for fig in after.values())
+                + f"; the peak RSS column is their sum, {mb(row.peak_rss_kib)} MB"
+            )
+        final = ctl_status(exe, sock) or {"workers": []}
+        restarts = {w["name"]: w["restarts"] for w in final["workers"] if w.get("restarts")}
+        if restarts:
+            row.notes.append(f"worker restarts during the run: {restarts}")
+        if sink is not None:
+            row.notes.append(f"drained {drain:.2f}s after smtp-source finished")
+            if left:
+                row.fail(
+                    f"after {drain:.0f}s the spool still holds {describe_entries(left)}; "
+                    f"smtp-sink counted {received} of {row.sent}"
+                )
+            received = sink.wait_count(row.sent + 1, 0.2)  # a duplicate would show here
+    except RuntimeError as e:
+        row.fail(str(e))
+    finally:
+        if supervisor is not None:
+            code, notes = stop_supervisor(procs, supervisor, workers)
+            row.notes += notes
+        if sink is not None:
+            sink.stop()
+    if code not in (None, 0, 128 + signal.SIGTERM, -signal.SIGTERM):
+        row.notes.append(f"emailrelay supervise exit code {code} after SIGTERM")
+    if sink is not None:
+        if not left and received != row.sent:
+            row.fail(f"smtp-sink counted {received} messages for {row.sent} sent by smtp-source")
+        elif not row.error:
+            row.notes.append(f"check: spool empty, smtp-sink counted {received}")
+    else:
+        counts = spool_counts(spool_dir)
+        if counts["envelope"] != row.sent or counts["content"] != row.sent:
+            row.fail(
+                f"spool holds {counts['envelope']} *.envelope and {counts['content']} *.content "
+                f"for {row.sent} messages sent"
+            )
+        elif not row.error:
+            row.notes.append(
+                f"check: spool holds {counts['envelope']} *.envelope + {counts['content']} *.content"
+            )
+    row.problems = log_problems(log_path)
+    return row
+
+
 # ------------------------------------------------------------------- report
 
 
@@ -540,7 +762,7 @@ def row_dict(r: Row) -> dict:
         "error": r.error,
         "notes": list(r.notes),
         "log_problems": list(r.problems),
-    }
+    } | ({"processes": list(r.processes)} if r.processes else {})
 
 
 def _terminated(signum: int, frame: object) -> None:
@@ -595,6 +817,48 @@ def main(argv: list[str] | None = None) -> int:
                     figures[f"{tag}_e2e_over_store"] = round(row.e2e_msgs_per_s / store_row.msgs_per_s, 4)
                     row.target = f"/store {ratio:.2f}, >= {RATIO_TARGET}: {verdict(ratio >= RATIO_TARGET)}"
                 rows.append(row)
+
+            print("  running store only (supervised) ...", flush=True)
+            sup_store = run_supervised(
+                procs, exe, work, "store only (supervised)", "supervised-store", False,
+                args.proxy_messages, args.sessions, args.timeout,
+            )  # fmt: skip
+            if sup_store.ok and store_row.ok:
+                ratio = sup_store.msgs_per_s / store_row.msgs_per_s
+                figures["supervised_store_over_store"] = round(ratio, 4)
+                sup_store.target = f"(reference) /store {ratio:.2f}"
+            else:
+                sup_store.target = "(reference)"
+            rows.append(sup_store)
+
+            print("  running proxy (supervise --as-proxy) ...", flush=True)
+            sup_proxy = run_supervised(
+                procs, exe, work, "proxy (supervise --as-proxy)", "supervised-proxy", True,
+                args.proxy_messages, args.sessions, args.timeout,
+            )  # fmt: skip
+            if sup_proxy.ok:
+                targets = []
+                for key, ref, what in (
+                    ("store", store_row, "store"),
+                    ("supervised_store", sup_store, "supervised store"),
+                ):
+                    if not ref.ok:
+                        continue
+                    e2e = sup_proxy.e2e_msgs_per_s / ref.msgs_per_s
+                    at_source = sup_proxy.msgs_per_s / ref.msgs_per_s
+                    figures[f"supervised_proxy_over_{key}"] = round(at_source, 4)
+                    figures[f"supervised_proxy_e2e_over_{key}"] = round(e2e, 4)
+                    if key == "store":
+                        targets.append(
+                            f"e2e/store {e2e:.2f}, >= {RATIO_TARGET}: {verdict(e2e >= RATIO_TARGET)}"
+                        )
+                    else:
+                        targets.append(f"e2e/{what} {e2e:.2f}")
+                    sup_proxy.notes.append(
+                        f"over {what} only: {at_source:.2f} at smtp-source, {e2e:.2f} end to end"
+                    )
+                sup_proxy.target = "; ".join(targets)
+            rows.append(sup_proxy)
 
             print("  running forward (--as-client) ...", flush=True)
             forward, _ = run_client(
