@@ -343,19 +343,28 @@ class Supervisor:
         self._wakeup.set()
 
     async def _read_log(self, name: str, stream: asyncio.StreamReader) -> None:
+        """A worker's stderr, as log records: whatever has arrived is read at once, then split into lines."""
+        pending = b""
         while True:
-            try:
-                line = await stream.readline()
-            except ValueError:  # a line longer than the stream limit
-                line = await stream.read(65536)
-            if not line:
+            data = await stream.read(65536)
+            if not data:
+                if pending:
+                    self._log_line(name, pending)
                 return
-            text = line.decode("utf-8", "replace").rstrip("\r\n")
-            match = _LOG_LINE.match(text)
-            if match:
-                self.record(name, match.group(1), match.group(2))
-            elif text:
-                self.record(name, "error", text)
+            *lines, pending = (pending + data).split(b"\n")
+            if len(pending) > 65536:  # no line is that long: take it as it is
+                lines.append(pending)
+                pending = b""
+            for line in lines:
+                self._log_line(name, line)
+
+    def _log_line(self, name: str, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip("\r")
+        match = _LOG_LINE.match(text)
+        if match:
+            self.record(name, match.group(1), match.group(2))
+        elif text:
+            self.record(name, "error", text)
 
     def _signal(self, m: Managed, signo: int) -> None:
         if m.process is not None and m.process.returncode is None:
