@@ -725,6 +725,9 @@ def emailrelay_page() -> str:
     lines += [".SH ENVIRONMENT"]
     lines += _items([
         ("COLUMNS", "Width for wrapping the --help text (default 79)."),
+        ("EMAILRELAY_LOOP", "asyncio: run on Python's own event loop even when uvloop is installed (pip "
+                            "install emailrelay[fast]), which is otherwise used by every worker; --verbose "
+                            "logs which one runs."),
         ("HOSTNAME", "Host name to use when the system's node name is empty."),
         ("TZ", "Time zone of log timestamps and of %d and %h in --log-file names."),
     ])
