@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import poplib
@@ -55,6 +54,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from store import write_json  # bench/ is on sys.path when run as a script
 
 from emailrelay.envelope import Envelope
 from emailrelay.spool import Spool
@@ -349,11 +350,6 @@ def row_dict(r: Row) -> dict:
     }
 
 
-def write_json(path: str, data: dict) -> None:
-    target = Path(path)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(target)
 
 
 def _terminated(signum: int, frame: object) -> None:
