@@ -64,6 +64,7 @@ class Link:
         self.spec = spec
         self._writer: asyncio.StreamWriter | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._pending: list[bytes] = []  # encoded messages of this turn of the event loop (_send)
 
     async def open(self, on_lost: Callable[[], None]) -> None:
         reader, self._writer = await asyncio.open_unix_connection(self.spec.socket_path, limit=proto.MAX_LINE)
@@ -81,12 +82,21 @@ class Link:
         self._watch = asyncio.get_running_loop().create_task(watch())
 
     def _send(self, message: dict[str, object]) -> None:
+        """Queue a message; what one turn of the event loop queues goes out in one write."""
         writer = self._writer
         if writer is None or writer.is_closing():
             return
         if writer.transport.get_write_buffer_size() > MAX_BACKLOG:
             return
-        writer.write(proto.encode(message))
+        self._pending.append(proto.encode(message))
+        if len(self._pending) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        writer = self._writer
+        if pending and writer is not None and not writer.is_closing():
+            writer.write(b"".join(pending))
 
     def ready(self) -> None:
         self._send({"op": "ready"})
@@ -105,6 +115,7 @@ class Link:
     async def close(self) -> None:
         if self._watch is not None:
             self._watch.cancel()
+        self._flush()
         if self._writer is not None:
             try:
                 await asyncio.wait_for(self._writer.drain(), 2)
