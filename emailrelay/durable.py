@@ -212,6 +212,7 @@ class GroupCommitter:
         self._written: list[_Job] = []  # written, waiting for a barrier
         self._writing = False
         self._syncing = False
+        self._tasks: set[asyncio.Task[None]] = set()
         self._fd = -1
 
     async def commit(
@@ -230,12 +231,18 @@ class GroupCommitter:
         """Start whichever stage has work and is not running."""
         import asyncio
 
+        loop = asyncio.get_running_loop()
         if self._queue and not self._writing:
             self._writing = True
-            asyncio.get_running_loop().create_task(self._write_stage())
+            self._keep(loop.create_task(self._write_stage()))
         if self._written and not self._syncing:
             self._syncing = True
-            asyncio.get_running_loop().create_task(self._sync_stage())
+            self._keep(loop.create_task(self._sync_stage()))
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        """Hold a stage's task until it ends (the event loop keeps only weak references)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _write_stage(self) -> None:
         import asyncio
