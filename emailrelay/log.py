@@ -59,6 +59,10 @@ class Log:
         self._file_name = ""
         self._file = None
         self._syslog = None
+        #: A supervised worker's stderr is a pipe to the supervisor: the lines of one
+        #: event-loop turn go out in one write (`batch_stderr_lines`).
+        self.batch_stderr = False
+        self._stderr_lines: list[str] = []
         self._syslog_checked_at = -2.0  # time.monotonic() of the last look at SYSLOG_SOCKET
         self._syslog_present = False
         if settings.enabled and settings.syslog:
@@ -111,6 +115,8 @@ class Log:
             stream = self._log_file()
             if stream is not None:
                 _write(stream, line)
+        elif self.batch_stderr:
+            self._queue_stderr(line)
         else:
             _write(sys.stderr, line)
         if self._syslog is not None and level != "debug" and self._syslog_listening():
@@ -120,6 +126,33 @@ class Log:
                 "error": self._syslog.LOG_ERR,
             }[level]
             self._syslog.syslog(priority, line[:-1])
+
+    def batch_stderr_lines(self) -> None:
+        """From now on write stderr lines once per event-loop turn (and whatever is left at exit)."""
+        import atexit
+
+        self.batch_stderr = True
+        atexit.register(self._flush_stderr)
+
+    def _queue_stderr(self, line: str) -> None:
+        """Keep a line for the one write at the end of this event-loop turn (`batch_stderr`)."""
+        asyncio = sys.modules.get("asyncio")
+        try:
+            loop = asyncio.get_running_loop() if asyncio is not None else None
+        except RuntimeError:
+            loop = None
+        if loop is None:
+            self._flush_stderr()
+            _write(sys.stderr, line)
+            return
+        self._stderr_lines.append(line)
+        if len(self._stderr_lines) == 1:
+            loop.call_soon(self._flush_stderr)
+
+    def _flush_stderr(self) -> None:
+        if self._stderr_lines:
+            lines, self._stderr_lines = self._stderr_lines, []
+            _write(sys.stderr, "".join(lines))
 
     def _syslog_listening(self) -> bool:
         """Whether the syslog socket exists, looked at once a second.

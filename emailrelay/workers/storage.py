@@ -313,6 +313,9 @@ async def _serve(units: list[_Unit], spec: WorkerSpec | None = None) -> int:
         loop.add_signal_handler(signo, on_signal, signo)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     link = Link(spec) if spec is not None else None
+    if link is not None:  # stderr is the supervisor's pipe: one write per event-loop turn
+        for unit in units:
+            unit.log.batch_stderr_lines()
     if link is not None:
         await link.open(lambda: on_signal(signal.SIGTERM))
     stops = [await _start_unit(unit, on_signal, link, spec) for unit in units]
