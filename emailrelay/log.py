@@ -132,7 +132,7 @@ class Log:
         import atexit
 
         self.batch_stderr = True
-        atexit.register(self._flush_stderr)
+        atexit.register(self.flush)
 
     def _queue_stderr(self, line: str) -> None:
         """Keep a line for the one write at the end of this event-loop turn (`batch_stderr`)."""
@@ -142,14 +142,15 @@ class Log:
         except RuntimeError:
             loop = None
         if loop is None:
-            self._flush_stderr()
+            self.flush()
             _write(sys.stderr, line)
             return
         self._stderr_lines.append(line)
         if len(self._stderr_lines) == 1:
-            loop.call_soon(self._flush_stderr)
+            loop.call_soon(self.flush)
 
-    def _flush_stderr(self) -> None:
+    def flush(self) -> None:
+        """Write the stderr lines kept for the end of this event-loop turn."""
         if self._stderr_lines:
             lines, self._stderr_lines = self._stderr_lines, []
             _write(sys.stderr, "".join(lines))

@@ -568,11 +568,13 @@ def run_client(config: ServerConfig) -> int:
 
 
 async def _client_main(forwarder: Forwarder, poll: int) -> int:
+    forwarder.log.batch_stderr_lines()
     forwarder.log.verbose(f"event loop: {runtime.event_loop_name()}")
     result = await forwarder.run("startup")
     while poll:  # --dont-serve --poll: keep polling until killed
         await asyncio.sleep(poll)
         result = await forwarder.run("poll")
+    forwarder.log.flush()  # the run's lines before the error line
     if result.error:
         runtime.fatal(forwarder.log.settings.program, result.error)
         return 1

@@ -313,14 +313,15 @@ async def _serve(units: list[_Unit], spec: WorkerSpec | None = None) -> int:
         loop.add_signal_handler(signo, on_signal, signo)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     link = Link(spec) if spec is not None else None
-    if link is not None:  # stderr is the supervisor's pipe: one write per event-loop turn
-        for unit in units:
-            unit.log.batch_stderr_lines()
+    for unit in units:  # log lines to stderr (the supervisor's pipe, a terminal or a file): one write per loop turn
+        unit.log.batch_stderr_lines()
     if link is not None:
         await link.open(lambda: on_signal(signal.SIGTERM))
     stops = [await _start_unit(unit, on_signal, link, spec) for unit in units]
     units[0].log.verbose(f"event loop: {runtime.event_loop_name()}")
     if units[0].config.log.close_stderr:
+        for unit in units:
+            unit.log.flush()  # the start-up lines first
         _close_stderr()
     if link is not None:
         link.ready()
