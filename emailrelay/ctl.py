@@ -23,8 +23,8 @@ import time
 from typing import Any
 
 from emailrelay import admin_protocol as proto
-from emailrelay.humanize import duration, size
 from emailrelay.admin_client import AdminClient, Unreachable
+from emailrelay.humanize import duration, size
 
 EXIT_OK = 0
 EXIT_REFUSED = 1

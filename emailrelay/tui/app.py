@@ -123,7 +123,7 @@ class EmailRelayApp(App[None]):
         """Connect, subscribe, poll status; on any loss wait and start again. Never returns."""
         while True:
             lost = asyncio.Event()
-            connection = AdminConnection(self.socket_path, self._queue, lambda why: lost.set())
+            connection = AdminConnection(self.socket_path, self._queue, lambda why, lost=lost: lost.set())
             try:
                 await connection.open()
                 self.connection = connection

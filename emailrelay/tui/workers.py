@@ -43,7 +43,7 @@ class WorkersView(Vertical):
             cpu = "-" if w.get("cpu_percent") is None else f"{w['cpu_percent']:.0f}"
             values = (w["name"], Text(w["state"], style=STATE_STYLES.get(w["state"], "")), str(w["pid"] or "-"),
                       duration(w["uptime"]), str(w["restarts"]), cpu, size(w.get("rss")), w.get("last_error") or "")
-            for column, value in zip(table.ordered_columns, values):
+            for column, value in zip(table.ordered_columns, values, strict=False):
                 table.update_cell(w["name"], column.key, value)
 
     def on_events(self, events: list[dict[str, Any]]) -> None:

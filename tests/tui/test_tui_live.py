@@ -125,7 +125,6 @@ async def test_the_config_editor_refuses_a_bad_port_and_applies_a_good_change(su
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app.connected and app.status, what="connected")
         await pilot.press("6")
-        view = app.query_one("#config-view")
         area = app.query_one("#config-text")
         await until(pilot, lambda: area.text == conf.read_text(), what="the file in the editor")
         original = conf.read_text()
