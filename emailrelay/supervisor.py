@@ -782,6 +782,7 @@ class Supervisor:
             loop.add_signal_handler(signo, self._shutdown, signal.Signals(signo).name)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._track(self.reload()))
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        self.log.batch_stderr_lines()  # every worker's lines pass through here: one write per loop turn
         admin_sock = self._open_admin_socket()
         admin = await asyncio.start_unix_server(self._admin_client, sock=admin_sock, limit=proto.MAX_LINE)
         self.record("supervisor", "info", f"admin socket {self.socket_path}")
@@ -904,9 +905,11 @@ def run(prog: str, args: list[str]) -> int:
     try:
         return runtime.run_event_loop(supervisor.run())
     except runtime.StartupError as e:
+        log.flush()  # the lines logged so far come first
         sys.stderr.write(f"{prog}: error: {e}\n")
         return e.code
     except OSError as e:
+        log.flush()
         sys.stderr.write(f"{prog}: error: {e.strerror.lower() if e.strerror else e}\n")
         return 1
     except KeyboardInterrupt:
