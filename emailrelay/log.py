@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -63,6 +64,7 @@ class Log:
         #: event-loop turn go out in one write (`batch_stderr_lines`).
         self.batch_stderr = False
         self._stderr_lines: list[str] = []
+        self._stderr_lock = threading.Lock()
         self._syslog_checked_at = -2.0  # time.monotonic() of the last look at SYSLOG_SOCKET
         self._syslog_present = False
         if settings.enabled and settings.syslog:
@@ -145,14 +147,17 @@ class Log:
             self.flush()
             _write(sys.stderr, line)
             return
-        self._stderr_lines.append(line)
-        if len(self._stderr_lines) == 1:
+        with self._stderr_lock:
+            self._stderr_lines.append(line)
+            first = len(self._stderr_lines) == 1
+        if first:
             loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        """Write the stderr lines kept for the end of this event-loop turn."""
-        if self._stderr_lines:
+        """Write the stderr lines kept for the end of this event-loop turn (any thread may log)."""
+        with self._stderr_lock:
             lines, self._stderr_lines = self._stderr_lines, []
+        if lines:
             _write(sys.stderr, "".join(lines))
 
     def _syslog_listening(self) -> bool:
