@@ -417,32 +417,13 @@ def run_proxy(
         result = Result(label, SMALL, messages, sessions)
         run_source(server.port, messages, sessions, SMALL, timeout, result)
         row.sent, row.seconds, row.error, row.notes = result.sent, result.seconds, result.error, result.notes
-        # drained: nothing left in the spool and smtp-sink has every message
-        drain_timeout = 60.0 + messages / 50
-        drain_start = time.perf_counter()
-        while True:
-            left = spool_entries(spool_dir)
-            received = sink.count()
-            if not left and received >= row.sent:
-                break
-            if time.perf_counter() - drain_start > drain_timeout:
-                break
-            if server.proc.poll() is not None:
-                break
-            time.sleep(0.01)
-        drain = time.perf_counter() - drain_start
+        left, received, drain = wait_drained(spool_dir, sink, row.sent, messages, server.proc)
         row.e2e_seconds = row.seconds + drain
         row.peak_rss_kib = server.peak_rss_kib()
         cpu = cpu_seconds(server.proc.pid)
         if cpu is not None:
             row.notes.append(f"server CPU {cpu[0]:.2f}s user + {cpu[1]:.2f}s sys over {row.e2e_seconds:.2f}s")
-        row.notes.append(f"drained {drain:.2f}s after smtp-source finished")
-        if left:
-            row.fail(
-                f"after {drain:.0f}s the spool still holds {describe_entries(left)}; "
-                f"smtp-sink counted {received} of {row.sent}"
-            )
-        received = sink.wait_count(row.sent + 1, 0.2)  # a duplicate would show here
+        received = check_drained(row, sink, left, received, drain)
     except RuntimeError as e:
         row.fail(str(e))
     finally:
@@ -568,20 +549,7 @@ def run_supervised(
         row.sent, row.seconds, row.error, row.notes = result.sent, result.seconds, result.error, result.notes
         drain = 0.0
         if sink is not None:
-            # drained: nothing left in the spool and smtp-sink has every message
-            drain_timeout = 60.0 + messages / 50
-            drain_start = time.perf_counter()
-            while True:
-                left = spool_entries(spool_dir)
-                received = sink.count()
-                if not left and received >= row.sent:
-                    break
-                if time.perf_counter() - drain_start > drain_timeout:
-                    break
-                if supervisor.poll() is not None:
-                    break
-                time.sleep(0.01)
-            drain = time.perf_counter() - drain_start
+            left, received, drain = wait_drained(spool_dir, sink, row.sent, messages, supervisor)
             row.e2e_seconds = row.seconds + drain
         # the CPU and memory of every process, read before the supervisor is stopped
         after = _process_figures([root, *root.children(recursive=True)], names)
@@ -622,13 +590,7 @@ def run_supervised(
         if restarts:
             row.notes.append(f"worker restarts during the run: {restarts}")
         if sink is not None:
-            row.notes.append(f"drained {drain:.2f}s after smtp-source finished")
-            if left:
-                row.fail(
-                    f"after {drain:.0f}s the spool still holds {describe_entries(left)}; "
-                    f"smtp-sink counted {received} of {row.sent}"
-                )
-            received = sink.wait_count(row.sent + 1, 0.2)  # a duplicate would show here
+            received = check_drained(row, sink, left, received, drain)
     except RuntimeError as e:
         row.fail(str(e))
     finally:
@@ -742,6 +704,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.connections < 0:
         p.error("--connections must not be negative")
     return args
+
+
+def wait_drained(
+    spool_dir: Path, sink: Sink, sent: int, messages: int, proc: subprocess.Popen[bytes]
+) -> tuple[list[str], int, float]:
+    """Wait until the spool is empty and smtp-sink has every message (or a deadline, or the process died).
+
+    Returns what is left in the spool, smtp-sink's count and the seconds waited.
+    """
+    deadline = 60.0 + messages / 50
+    start = time.perf_counter()
+    while True:
+        left = spool_entries(spool_dir)
+        received = sink.count()
+        if (not left and received >= sent) or time.perf_counter() - start > deadline or proc.poll() is not None:
+            return left, received, time.perf_counter() - start
+        time.sleep(0.01)
+
+
+def check_drained(row: Row, sink: Sink, left: list[str], received: int, drain: float) -> int:
+    """Note the drain, fail the row if something stayed behind; returns smtp-sink's final count."""
+    row.notes.append(f"drained {drain:.2f}s after smtp-source finished")
+    if left:
+        row.fail(
+            f"after {drain:.0f}s the spool still holds {describe_entries(left)}; "
+            f"smtp-sink counted {received} of {row.sent}"
+        )
+    return sink.wait_count(row.sent + 1, 0.2)  # a duplicate would show here
 
 
 def row_dict(r: Row) -> dict:
