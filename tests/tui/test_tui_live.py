@@ -118,15 +118,21 @@ async def test_the_log_view_shows_a_new_line_within_a_second(supervise):
         assert len(log.lines) == shown
 
 
+async def config_tab(pilot, app, conf):
+    """Connect, show the Config tab and wait for the file in its editor; returns the editor."""
+    await until(pilot, lambda: app.connected and app.status, what="connected")
+    await pilot.press("6")
+    area = app.query_one("#config-text")
+    await until(pilot, lambda: area.text == conf.read_text(), what="the file in the editor")
+    return area
+
+
 async def test_the_config_editor_refuses_a_bad_port_and_applies_a_good_change(supervise, tmp_path):
     s = supervise()
     conf = s.config
     app = EmailRelayApp(str(s.socket))
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.connected and app.status, what="connected")
-        await pilot.press("6")
-        area = app.query_one("#config-text")
-        await until(pilot, lambda: area.text == conf.read_text(), what="the file in the editor")
+        area = await config_tab(pilot, app, conf)
         original = conf.read_text()
         area.load_text(original.replace("port 0", "port 99999999"))
         await pilot.press("ctrl+s")
@@ -148,10 +154,7 @@ async def test_the_config_form_writes_an_option_through_the_supervisor(supervise
     conf = s.config
     app = EmailRelayApp(str(s.socket))
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.connected and app.status, what="connected")
-        await pilot.press("6")
-        area = app.query_one("#config-text")
-        await until(pilot, lambda: area.text == conf.read_text(), what="the file in the editor")
+        await config_tab(pilot, app, conf)
         await pilot.press("ctrl+f")
         port = app.query_one("#form-port")
         assert port.value == "0"  # read from the text
